@@ -20,12 +20,12 @@ _EXPORTS = {
     "pool_logits": "camloc.cam",
     "topk_classes": "camloc.cam",
     "upsample_maps": "camloc.cam",
-    "Localization": "camloc.localize",
-    "localize": "camloc.localize",
-    "threshold_maps": "camloc.localize",
-    "largest_component_box": "camloc.localize",
-    "component_boxes": "camloc.localize",
-    "scale_boxes": "camloc.localize",
+    "Localization": "camloc.localization",
+    "localize": "camloc.localization",
+    "threshold_maps": "camloc.localization",
+    "largest_component_box": "camloc.localization",
+    "component_boxes": "camloc.localization",
+    "scale_boxes": "camloc.localization",
     "create_model": "camloc.models.registry",
     "list_models": "camloc.models.registry",
     "register_model": "camloc.models.registry",
@@ -81,7 +81,7 @@ if TYPE_CHECKING:  # pragma: no cover
     )
     from camloc.extractor import CAM, CamResult
     from camloc.heads import CamHead, resolve_head
-    from camloc.localize import (
+    from camloc.localization import (
         Localization,
         component_boxes,
         largest_component_box,

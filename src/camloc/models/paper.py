@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from camloc._checks import check_choice, check_number, fail
@@ -272,9 +271,7 @@ def _read_trunk_file(
     state = load_state_dict_file(path)
     state = {(_DENSENET_OLD_KEY.sub(r"\1\2", k)): v for k, v in state.items()}
     # A camloc GapNet state dict (keys trunk.*, extra.*, fc.*) also provides a trunk.
-    if any(k.startswith("trunk.") for k in state) and all(
-        k.startswith(("trunk.", "extra.", "fc.")) for k in state
-    ):
+    if any(k.startswith("trunk.") for k in state) and all(k.startswith(("trunk.", "extra.", "fc.")) for k in state):
         inv = {fk: tk for tk, fk in key_map.items()}
         state = {inv.get(k[len("trunk.") :], k): v for k, v in state.items() if k.startswith("trunk.")}
         state = {key_map.get(k, k): v for k, v in state.items()}
@@ -510,7 +507,9 @@ def _tv_trunk(name: str, full: nn.Module) -> tuple[nn.Module, int]:
     m: Any = full
     if name.startswith(("resnet", "resnext", "wide_resnet")):
         trunk = nn.Sequential(
-            OrderedDict((n, getattr(m, n)) for n in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"))
+            OrderedDict(
+                (n, getattr(m, n)) for n in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+            )
         )
         return trunk, m.fc.in_features
     if name.startswith("densenet"):  # densenet applies ReLU after `features` in forward()
@@ -629,6 +628,6 @@ def build_gap_network(
         categories=_categories(num_classes, categories),
         preprocess=Preprocess(size=(size, size)),
         description=f"{arch} trunk + global {pool} pool + linear",
-        extra={"pool": pool},
+        extra={"build": {"arch": arch, "pool": pool, "conv_channels": conv_channels}},
     )
     return model, info

@@ -107,7 +107,7 @@ class Preprocess:
     def boxes_to_image(self, boxes: Any, image_size: tuple[int, int]) -> Any:
         """Map boxes ``[..., 4]`` from the network-input frame to the pixels of the image of ``(width, height)``.
 
-        Exact inverse of :meth:`to_tensor`'s geometry (box convention of :mod:`camloc.localize`); boxes are not
+        Exact inverse of :meth:`to_tensor`'s geometry (box convention of :mod:`camloc.localization`); boxes are not
         clipped, so a centre crop's boxes stay inside the cropped part of the image.
         """
         import torch
