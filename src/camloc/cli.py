@@ -1,0 +1,276 @@
+"""``camloc`` command line: thin wrappers over the library. ``main(argv) -> int`` is the testable entry point.
+
+Exit codes: 0 success; 1 the run finished but some inputs failed (reported on stderr and in the manifest);
+2 bad usage or arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from camloc import __version__
+from camloc.errors import CamlocError
+
+SCHEMA_VERSION = 1
+BOX_CONVENTION = (
+    "xyxy float pixel coordinates of the original image (after EXIF rotation); pixel (row i, col j) covers "
+    "[j, j+1) x [i, i+1); (0, 0, 0, 0) = no box"
+)
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        default="lite0",
+        help="lite0 | lite1 | lite2 | a registered name | timm:NAME | torchvision:NAME (default: lite0)",
+    )
+    p.add_argument("--weights", type=Path, help="local weights file for --model (never downloaded)")
+    p.add_argument("--checkpoint", type=Path, help="a camloc training checkpoint (overrides --model/--weights)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--workers", type=int, default=None, help="decoding worker processes (default: 2)")
+
+
+def load_model_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
+    """Build the model named by ``--model/--weights`` or ``--checkpoint``; put it on ``--device`` in eval mode."""
+    import torch
+
+    from camloc.models.registry import create_model
+
+    if args.checkpoint is not None:
+        try:
+            from camloc.train import load_checkpoint
+        except ImportError as e:  # pragma: no cover
+            raise CamlocError("`--checkpoint` needs camloc.train, which is not available") from e
+        model, info = load_checkpoint(args.checkpoint)
+    else:
+        model, info = create_model(args.model, weights=args.weights)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as e:
+        raise CamlocError(f"`--device` must be cpu, cuda or cuda:N; got {args.device!r}") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CamlocError("`--device` cuda was asked for but no CUDA device is available")
+    return model.to(device).eval(), info
+
+
+def _safe_name(path: Path, root: Path | None) -> str:
+    try:
+        rel = path.resolve().relative_to(root) if root else Path(path.name)
+    except ValueError:
+        rel = Path(path.name)
+    stem = "__".join(rel.with_suffix("").parts)
+    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in stem) or "image"
+
+
+def _common_root(paths: Sequence[Path]) -> Path | None:
+    import os
+
+    dirs = [str(p.resolve().parent) for p in paths]
+    if not dirs:
+        return None
+    return Path(os.path.commonpath(dirs))
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from camloc._io import JsonlWriter, atomic_save_png, atomic_write_json
+    from camloc.data.images import find_images
+    from camloc.explain import ImageFailure, explain_images
+    from camloc.viz import draw_boxes, overlay, topk_panel
+
+    files = find_images(args.paths, recursive=True)
+    if not files:
+        raise CamlocError("`PATH` must name image files or folders holding images; none were found")
+    model, info = load_model_from_args(args)
+    out_dir: Path = args.out
+    render = not args.no_images
+    root = _common_root(files)
+    failures: list[dict[str, Any]] = []
+    n_ok = 0
+    started = time.time()
+
+    def draw(item: Any, stem: str) -> dict[str, str]:
+        res = item.result
+        sx, sy = item.display_scale
+        disp_boxes = [[b.box[0] * sx, b.box[1] * sy, b.box[2] * sx, b.box[3] * sy] for b in res.topk]
+        top = res.topk[0]
+        ov = overlay(item.display, item.maps[0], alpha=0.5)
+        ov = draw_boxes(ov, [disp_boxes[0]], labels=[f"{top.name} {top.prob:.2f}"], colors=(255, 255, 255))
+        files_out = {"overlay": f"overlays/{stem}.png", "panel": f"panels/{stem}.png"}
+        atomic_save_png(out_dir / files_out["overlay"], ov)
+        panel = topk_panel(
+            item.display,
+            item.maps,
+            disp_boxes,
+            [b.name for b in res.topk],
+            scores=[b.prob for b in res.topk],
+            title=res.path.name,
+        )
+        atomic_save_png(out_dir / files_out["panel"], panel)
+        return files_out
+
+    pool = ThreadPoolExecutor(max_workers=2) if render else None
+    writer = JsonlWriter(out_dir / "results.jsonl")
+    pending: list[tuple[dict[str, Any], Any]] = []
+    used: set[str] = set()
+
+    def flush(limit: int) -> None:
+        while len(pending) > limit:
+            record, fut = pending.pop(0)
+            if fut is not None:
+                record.update(fut.result())
+            writer.write(record)
+            if args.json:
+                print(json.dumps(record), flush=True)
+
+    try:
+        for item in explain_images(
+            files,
+            model,
+            info,
+            topk=args.topk,
+            threshold=args.threshold,
+            batch_size=args.batch_size,
+            device=args.device,
+            workers=args.workers,
+            display_max_side=args.max_side,
+            progress=not args.quiet,
+        ):
+            if isinstance(item, ImageFailure):
+                failures.append(item.to_dict())
+                print(f"camloc: skipped {item.path}: {item.error}", file=sys.stderr)
+                continue
+            n_ok += 1
+            record = item.result.to_dict()
+            stem = _safe_name(item.result.path, root)
+            while stem in used:
+                stem += "_"
+            used.add(stem)
+            fut = pool.submit(draw, item, stem) if pool is not None else None
+            pending.append((record, fut))
+            flush(limit=64)
+        flush(limit=0)
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "tool": "camloc",
+        "version": __version__,
+        "command": "explain",
+        "model": {k: v for k, v in info.to_dict().items() if k != "categories"},
+        "num_classes": info.num_classes,
+        "topk": args.topk,
+        "threshold": args.threshold,
+        "threshold_rule": "normalised by max, keep >= threshold, largest 8-connected component",
+        "box_convention": BOX_CONVENTION,
+        "images": n_ok,
+        "failed": len(failures),
+        "failures": failures,
+        "results": "results.jsonl",
+        "seconds": round(time.time() - started, 3),
+    }
+    atomic_write_json(out_dir / "manifest.json", manifest)
+    if not args.quiet:
+        print(f"camloc: {n_ok} image(s) explained, {len(failures)} failed -> {out_dir}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from camloc.models.registry import list_models
+
+    entries = list_models()
+    if args.json:
+        print(
+            json.dumps([{"name": e.name, "description": e.description, "weights": e.default_weights} for e in entries])
+        )
+        return 0
+    width = max(len(e.name) for e in entries)
+    for e in entries:
+        tag = "embedded weights" if e.default_weights else "needs --weights/--checkpoint or training"
+        print(f"{e.name:<{width}}  {e.description}  [{tag}]")
+    print("timm:NAME / torchvision:NAME  any timm or torchvision classifier with a GAP head (--weights FILE)")
+    return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        raise SystemExit(f"{self.prog}: error: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="camloc", description="Class activation maps, boxes and localization metrics.")
+    parser.add_argument("--version", action="version", version=f"camloc {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("explain", help="top-k classes, CAM overlays and boxes for image files or folders")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
+    _model_args(p)
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--threshold", type=float, default=0.2, help="fraction of each map's max (default 0.2)")
+    p.add_argument("--out", type=Path, default=Path("camloc_out"), help="output folder (default camloc_out)")
+    p.add_argument("--max-side", type=int, default=800, help="longest side of the PNGs written (default 800)")
+    p.add_argument("--no-images", action="store_true", help="write only results.jsonl and manifest.json")
+    p.add_argument("--json", action="store_true", help="also print each result as a JSON line on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("models", help="list the built-in models")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models)
+
+    for extra in ("camloc.cli_evaluate", "camloc.train"):
+        try:
+            mod = __import__(extra, fromlist=["register_cli"])
+        except ImportError:
+            continue
+        if hasattr(mod, "register_cli"):
+            mod.register_cli(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the exit code (never calls ``sys.exit``)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(argv) if argv is not None else None)
+    except SystemExit as e:
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
+            return 2
+        return int(e.code or 0)
+    for name in ("topk", "batch_size", "max_side"):
+        if hasattr(args, name) and getattr(args, name) < 1:
+            print(
+                f"camloc: error: `--{name.replace('_', '-')}` must be >= 1; got {getattr(args, name)}", file=sys.stderr
+            )
+            return 2
+    if hasattr(args, "threshold") and args.threshold is not None and not 0 <= args.threshold <= 1:
+        print(f"camloc: error: `--threshold` must be in [0, 1]; got {args.threshold}", file=sys.stderr)
+        return 2
+    try:
+        return int(args.func(args))
+    except (CamlocError, ValueError, TypeError) as e:
+        print(f"camloc: error: {e}", file=sys.stderr)
+        return 2
+
+
+def entry() -> None:  # console-script entry point
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    entry()
