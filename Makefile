@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/camloc explain src/camloc/assets --out demo_out
+	$(BIN)/camloc explain src/camloc/assets/coffee.jpg src/camloc/assets/cat.jpg --out demo_out
 	@echo "wrote demo_out/ (overlays, top-5 panels, results.jsonl, manifest.json)"
 
 lint: $(STAMP)

@@ -1,0 +1,105 @@
+"""CLI through ``main([...])``: explain outputs, JSON lines, bad files skipped, exit codes, models listing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import camloc
+from camloc.cli import main
+
+ASSETS = Path(camloc.__file__).parent / "assets"
+
+
+@pytest.fixture
+def photo_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "in"
+    (d / "sub").mkdir(parents=True)
+    Image.open(ASSETS / "coffee.jpg").save(d / "coffee.jpg")
+    # grayscale + RGBA + 16-bit copies of the cat, in a sub-folder
+    cat = Image.open(ASSETS / "cat.jpg")
+    cat.convert("L").save(d / "sub" / "cat_gray.png")
+    cat.convert("RGBA").save(d / "sub" / "cat_rgba.png")
+    arr16 = (np.asarray(cat.convert("L"), dtype=np.uint16) * 257).astype(np.uint16)
+    Image.fromarray(arr16).save(d / "sub" / "cat16.png")
+    (d / "empty.jpg").write_bytes(b"")
+    (d / "notes.jpg").write_text("not an image")
+    (d / "cut.jpg").write_bytes((ASSETS / "cat.jpg").read_bytes()[:3000])
+    return d
+
+
+def test_explain_writes_results_and_skips_bad_files(photo_dir: Path, tmp_path: Path, capsys):
+    out = tmp_path / "out"
+    code = main(
+        ["explain", str(photo_dir), "--out", str(out), "--json", "--quiet", "--batch-size", "2", "--workers", "0"]
+    )
+    assert code == 1, "bad files make the exit code non-zero"
+    captured = capsys.readouterr()
+    lines = [json.loads(x) for x in captured.out.splitlines()]
+    assert len(lines) == 4
+    for name in ("empty.jpg", "notes.jpg", "cut.jpg"):
+        assert name in captured.err
+    results = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert results == lines
+    by_name = {Path(r["path"]).name: r for r in results}
+    coffee = by_name["coffee.jpg"]
+    assert (coffee["width"], coffee["height"]) == (600, 400)
+    assert coffee["topk"][0]["name"] == "espresso" and len(coffee["topk"]) == 5
+    x0, y0, x1, y1 = coffee["topk"][0]["box"]
+    assert 0 <= x0 < x1 <= 600 and 0 <= y0 < y1 <= 400
+    assert sum(t["prob"] for t in coffee["topk"]) <= 1.0 + 1e-6
+    for r in results:
+        assert (out / r["overlay"]).is_file() and (out / r["panel"]).is_file()
+        assert _size(out / r["overlay"]) == (r["width"], r["height"])  # small photos are not reduced
+    # the grayscale, RGBA and 16-bit versions of the cat all see a cat
+    cats = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat", "lynx"}
+    for n in ("cat_gray.png", "cat_rgba.png", "cat16.png"):
+        assert by_name[n]["topk"][0]["name"] in cats, (n, by_name[n]["topk"][0])
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["schema_version"] == 1 and manifest["images"] == 4 and manifest["failed"] == 3
+    assert {Path(f["path"]).name for f in manifest["failures"]} == {"empty.jpg", "notes.jpg", "cut.jpg"}
+    assert not list(out.rglob("*.tmp")), "no temporary files left behind"
+
+
+def test_explain_large_photo_bounded_and_boxes_in_original_pixels(tmp_path: Path):
+    big = Image.open(ASSETS / "coffee.jpg").resize((6000, 4000), Image.BILINEAR)
+    big.save(tmp_path / "big.jpg", quality=85)
+    out = tmp_path / "o"
+    assert main(["explain", str(tmp_path / "big.jpg"), "--out", str(out), "--quiet", "--topk", "1"]) == 0
+    r = json.loads((out / "results.jsonl").read_text())
+    assert (r["width"], r["height"]) == (6000, 4000) and r["topk"][0]["name"] == "espresso"
+    x0, _, x1, y1 = r["topk"][0]["box"]
+    assert x1 - x0 > 3000 and x1 <= 6000 and y1 <= 4000  # scaled to original pixels (10x the 600x400 photo)
+    assert max(_size(out / r["overlay"])) == 800
+
+
+def test_explain_usage_errors(tmp_path: Path, capsys):
+    assert main(["explain", str(tmp_path / "missing"), "--quiet"]) == 2
+    assert "missing" in capsys.readouterr().err
+    (tmp_path / "a.jpg").write_bytes((ASSETS / "cat.jpg").read_bytes())
+    assert main(["explain", str(tmp_path / "a.jpg"), "--topk", "0"]) == 2
+    assert "`--topk`" in capsys.readouterr().err
+    assert main(["explain", str(tmp_path / "a.jpg"), "--threshold", "2"]) == 2
+    assert main(["explain", str(tmp_path / "a.jpg"), "--model", "nope", "--quiet"]) == 2
+    assert "`model`" in capsys.readouterr().err
+    assert main(["explain", str(tmp_path / "a.jpg"), "--model", "torchvision:vgg11", "--quiet"]) == 2
+    assert "vgg16_gap" in capsys.readouterr().err
+    assert main(["frobnicate"]) == 2
+
+
+def test_models_listing(capsys):
+    assert main(["models"]) == 0
+    text = capsys.readouterr().out
+    assert "lite0" in text and "lite2" in text and "timm:NAME" in text
+    assert main(["models", "--json"]) == 0
+    names = {m["name"] for m in json.loads(capsys.readouterr().out)}
+    assert {"lite0", "lite1", "lite2"} <= names
+
+
+def _size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as im:
+        return im.size
