@@ -108,23 +108,29 @@ class CAM:
         """
         check_tensor("x", x, ndim=4, floating=True)
         check_number("topk", topk, low=1, integer=True)
+        ctx = contextlib.nullcontext() if differentiable else torch.no_grad()
+        with ctx:
+            feats, logits = self.forward(x)
+            cls = self._select(classes, logits, topk)
+            maps = self.maps(feats, cls)
+            scores = logits.float().softmax(dim=1).gather(1, cls)
+        return CamResult(logits, cls, scores, maps, (int(x.shape[2]), int(x.shape[3])))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pass of the model's own modules: ``(features [N, K, h, w], logits [N, C])`` (grad mode as set)."""
         weight = self.head.weight
         if x.device != weight.device:
             x = x.to(weight.device)
-        ctx = contextlib.nullcontext() if differentiable else torch.no_grad()
-        with ctx:
-            feats, logits = self.head(x)
-            if not self._verified and not self.model.training:
-                self._check_identity(feats, logits)
-            cls = self._select(classes, logits, topk)
-            maps = class_activation_maps(
-                feats, weight, cls, bias=self.head.bias if self.head.activation == "relu" else None
-            )
-            if self.head.activation == "relu":
-                maps = maps.relu()
-            probs = logits.float().softmax(dim=1)
-            scores = probs.gather(1, cls)
-        return CamResult(logits, cls, scores, maps, (int(x.shape[2]), int(x.shape[3])))
+        feats, logits = self.head(x)
+        if not self._verified and not self.model.training:
+            self._check_identity(feats, logits)
+        return feats, logits
+
+    def maps(self, features: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """Raw maps ``[N, m, h, w]`` of per-image ``classes [N, m]`` from :meth:`forward`'s features."""
+        h = self.head
+        out = class_activation_maps(features, h.weight, classes, bias=h.bias if h.activation == "relu" else None)
+        return out.relu() if h.activation == "relu" else out
 
     def _select(self, classes: torch.Tensor | int | list[int] | None, logits: torch.Tensor, topk: int) -> torch.Tensor:
         n, c = logits.shape

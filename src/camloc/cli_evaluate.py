@@ -1,0 +1,193 @@
+"""``camloc evaluate``: localization metrics of a model on an annotated data set, with report, plots and grid."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+FORMAT_CHOICES = ("auto", "imagenet", "voc", "cub", "wsol", "tiny", "csv")
+_FORMAT_NAMES = {"imagenet": "ilsvrc_xml", "tiny": "tiny_imagenet"}
+
+
+def register_cli(sub: Any) -> None:
+    from camloc.cli import _model_args
+
+    p = sub.add_parser("evaluate", help="localization metrics (top-1/5 loc, GT-known, MaxBoxAcc(V2), PxAP)")
+    p.add_argument("data", type=Path, metavar="DATA", help="annotated data set (folder or annotation file)")
+    p.add_argument("--format", default="auto", choices=FORMAT_CHOICES)
+    p.add_argument("--split", default=None, help="data-set split where the format has several")
+    _model_args(p)
+    p.add_argument("--protocol", default="paper", choices=("paper", "wsolevaluation"))
+    p.add_argument("--threshold", type=float, default=0.2, help="threshold for the fixed-threshold metrics")
+    p.add_argument("--method", default="cam", choices=("cam", "backprop"))
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
+    p.add_argument("--out", type=Path, default=Path("camloc_eval"))
+    p.add_argument("--json", action="store_true", help="print metrics.json on stdout")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def _format_name(fmt: str) -> str:
+    from camloc.data.annotations import FORMATS
+
+    name = _FORMAT_NAMES.get(fmt, fmt)
+    if fmt != "auto" and name not in FORMATS:
+        # tolerate the reader's own names too
+        name = next((f for f in FORMATS if f.startswith(fmt)), name)
+    return name
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from camloc._io import JsonlWriter, atomic_write_json, atomic_write_text
+    from camloc.cli import load_model_from_args
+    from camloc.data.annotations import read_dataset
+    from camloc.errors import CamlocError
+    from camloc.evaluate import evaluate_samples
+
+    if args.limit is not None and args.limit < 1:
+        raise CamlocError(f"`--limit` must be >= 1; got {args.limit}")
+    kw: dict[str, Any] = {} if args.split is None else {"split": args.split}
+    ds = read_dataset(args.data, format=_format_name(args.format), **kw)
+    samples = list(ds.samples)[: args.limit] if args.limit else list(ds.samples)
+    if not samples:
+        raise CamlocError(f"`DATA` must hold at least one annotated image; {args.data} has none")
+    model, info = load_model_from_args(args)
+    started = time.time()
+    res = evaluate_samples(
+        samples, model, info, protocol=args.protocol, threshold=args.threshold, method=args.method,
+        batch_size=args.batch_size, device=args.device, workers=args.workers, progress=not args.quiet,
+    )  # fmt: skip
+    out: Path = args.out
+    doc = {
+        "schema_version": SCHEMA_VERSION,
+        "tool": "camloc",
+        "command": "evaluate",
+        "data": str(args.data),
+        "format": ds.format,
+        "images": res.n_images,
+        "failed": len(res.failures),
+        "failures": res.failures,
+        "model": info.name,
+        "method": args.method,
+        "protocol": args.protocol,
+        "threshold": args.threshold,
+        "best_threshold": res.best_threshold,
+        "metrics": {k: round(float(v), 6) for k, v in res.metrics.items()},
+        "curve": {
+            "thresholds": [round(float(t), 6) for t in res.thresholds],
+            "maxboxacc": [round(float(v), 6) for v in res.maxboxacc_curve],
+            "maxboxacc_v2": {
+                f"iou_{int(d * 100)}": [round(float(v), 6) for v in res.maxboxacc_v2_curves[:, i]]
+                for i, d in enumerate((0.3, 0.5, 0.7))
+            },
+        },
+        "seconds": round(time.time() - started, 2),
+    }
+    if res.pxap_curve is not None:
+        doc["pxap_curve"] = {k: [round(float(x), 6) for x in v] for k, v in res.pxap_curve.items()}
+    with JsonlWriter(out / "per_image.jsonl") as w:
+        for rec in res.per_image:
+            w.write(rec)
+    atomic_write_text(out / "report.md", _report(doc))
+    _plots(res, out)
+    _grid(res, out, info)
+    atomic_write_json(out / "metrics.json", doc)
+    if args.json:
+        print(json.dumps(doc))
+    if not args.quiet:
+        m = doc["metrics"]
+        print(" ".join(f"{k}={v:.4f}" for k, v in m.items()), file=sys.stderr)
+    for f in res.failures:
+        print(f"camloc: skipped {f['path']}: {f['error']}", file=sys.stderr)
+    return 1 if res.failures else 0
+
+
+def _report(doc: dict[str, Any]) -> str:
+    m = doc["metrics"]
+    names = {
+        "top1_cls": "Top-1 classification",
+        "top5_cls": "Top-5 classification",
+        "top1_loc": "Top-1 localization",
+        "top5_loc": "Top-5 localization",
+        "gt_known_loc": "GT-known localization",
+        "maxboxacc": "MaxBoxAcc (IoU 0.5)",
+        "maxboxacc_v2": "MaxBoxAccV2 (IoU 0.3/0.5/0.7)",
+        "pxap": "PxAP",
+    }
+    lines = [
+        f"# camloc evaluate: {doc['model']} on {doc['data']}",
+        "",
+        f"- images: {doc['images']} (failed: {doc['failed']}), format: {doc['format']}",
+        f"- method: {doc['method']}, protocol: {doc['protocol']}, fixed threshold: {doc['threshold']}, "
+        f"best sweep threshold: {doc['best_threshold']:.3f}",
+        "",
+        "| metric | value (%) | error (%) |",
+        "|---|---:|---:|",
+    ]
+    for k, label in names.items():
+        if k in m:
+            lines.append(f"| {label} | {100 * m[k]:.2f} | {100 * (1 - m[k]):.2f} |")
+    lines += ["", "Localization: class right (where it applies) and IoU >= 0.5 with some ground-truth box.", ""]
+    return "\n".join(lines)
+
+
+def _plots(res: Any, out: Path) -> None:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from camloc._io import atomic_write_bytes
+
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+    t = res.thresholds
+    if len(t) > 1:
+        ax[0].plot(t, res.maxboxacc_curve, label="box acc (IoU 0.5)")
+        for i, d in enumerate((0.3, 0.5, 0.7)):
+            ax[0].plot(t, res.maxboxacc_v2_curves[:, i], "--", label=f"any box, IoU {d}")
+        ax[0].legend(fontsize=7)
+    else:
+        ax[0].bar([f"{x:.3f}" for x in t], res.maxboxacc_curve)
+    ax[0].set_xlabel("threshold")
+    ax[0].set_ylabel("box accuracy")
+    ious = [r["iou_gt_known"] for r in res.per_image]
+    ax[1].hist(ious, bins=20, range=(0, 1))
+    ax[1].axvline(0.5, color="k", lw=1)
+    ax[1].set_xlabel("IoU (GT-known box)")
+    ax[1].set_ylabel("images")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(out / "plots.png", buf.getvalue())
+
+
+def _grid(res: Any, out: Path, info: Any, n: int = 8) -> None:
+    from camloc._io import atomic_save_png
+    from camloc.data.images import load_image
+    from camloc.viz import draw_boxes, image_grid
+
+    recs = sorted(res.per_image, key=lambda r: r["iou_gt_known"])
+    picks = recs[-n:][::-1] + recs[:n] if len(recs) > n else recs[::-1]
+    tiles, caps = [], []
+    for r in picks:
+        loaded = load_image(r["path"], working_max_side=320)
+        sx, sy = loaded.size[0] / loaded.original_size[0], loaded.size[1] / loaded.original_size[1]
+        s = np.array([sx, sy, sx, sy])
+        img = np.asarray(loaded.image)
+        gt = np.asarray(r["gt_boxes"], np.float64).reshape(-1, 4) * s
+        img = draw_boxes(img, gt, colors=(0, 200, 0))
+        img = draw_boxes(img, (np.asarray(r["box_gt_known"]) * s)[None], colors=(230, 0, 0))
+        tiles.append(img)
+        caps.append(f"IoU {r['iou_gt_known']:.2f}")
+    if tiles:
+        atomic_save_png(out / "grid.png", image_grid(tiles, ncols=min(8, len(tiles)), captions=caps, max_side=200))

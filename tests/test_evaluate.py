@@ -1,0 +1,150 @@
+"""``camloc evaluate`` end to end on a tiny hand-made data set, and the metric definitions on known cases."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from camloc.data.annotations import Sample
+from camloc.evaluate import evaluate_samples
+from camloc.models.registry import ModelInfo, Preprocess
+
+
+class BrightSpot(nn.Module):
+    """Class 0 = 'bright', class 1 = 'dark': features are the image's brightness, so CAM of class 0 is the
+    brightness map and its box is the bright square."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(1, 2)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.tensor([[1.0], [-1.0]]))
+            self.fc.bias.copy_(torch.tensor([-0.1, 0.1]))
+        self.cam_pool = "avg"
+
+    def forward_features(self, x):
+        return x.mean(1, keepdim=True) + 1.0  # >= 0 with the (x - 0.5) / 0.5 scaling
+
+    def forward_head(self, f, pre_logits=False):
+        p = f.mean((2, 3))
+        return p if pre_logits else self.fc(p)
+
+    def get_classifier(self):
+        return self.fc
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))
+
+
+def _write(tmp: Path, name: str, box: tuple[int, int, int, int], size=(64, 48)) -> Path:
+    a = np.zeros((size[1], size[0], 3), np.uint8)
+    x0, y0, x1, y1 = box
+    a[y0:y1, x0:x1] = 255
+    p = tmp / name
+    Image.fromarray(a).save(p)
+    return p
+
+
+INFO = ModelInfo("bright", ("bright", "dark"), Preprocess(size=(32, 32), mean=(0.5,) * 3, std=(0.5,) * 3))
+
+
+def test_metrics_on_hand_made_images(tmp_path: Path):
+    model = BrightSpot().eval()
+    samples = [
+        Sample("a", _write(tmp_path, "a.png", (8, 8, 40, 40)), 0, np.array([[8, 8, 40, 40]], np.float32)),
+        # right class, wrong box: GT far from the bright square
+        Sample("b", _write(tmp_path, "b.png", (0, 0, 16, 16)), 0, np.array([[40, 30, 64, 48]], np.float32)),
+    ]
+    res = evaluate_samples(samples, model, INFO, batch_size=2, workers=0)
+    m = res.metrics
+    assert m["top1_cls"] == 1.0 and m["top5_cls"] == 1.0
+    assert m["gt_known_loc"] == 0.5 and m["top1_loc"] == 0.5 and m["top5_loc"] == 0.5
+    assert m["maxboxacc"] == 0.5
+    a = res.per_image[0]
+    assert a["iou_gt_known"] > 0.8
+    # the box is reported in original pixels (64x48 image, evaluated at 32x32)
+    x0, y0, x1, y1 = a["box_gt_known"]
+    assert abs(x0 - 8) <= 2 and abs(x1 - 40) <= 2 and abs(y0 - 8) <= 2 and abs(y1 - 40) <= 2
+
+
+def test_wrong_class_counts_for_gt_known_only(tmp_path: Path):
+    model = BrightSpot().eval()
+    s = Sample("a", _write(tmp_path, "a.png", (8, 8, 40, 40)), 1, np.array([[8, 8, 40, 40]], np.float32))
+    res = evaluate_samples([s], model, INFO, workers=0)
+    assert res.metrics["top1_cls"] == 0.0 and res.metrics["top1_loc"] == 0.0
+    # the true class ('dark') map is -brightness: its box (max-normalised) is empty -> not localised
+    assert res.metrics["gt_known_loc"] == 0.0
+
+
+def test_cli_evaluate_writes_every_output(tmp_path: Path, capsys):
+    from camloc.cli import main
+
+    csv = tmp_path / "labels.csv"
+    rows = ["file,class_idx,x0,y0,x1,y1"]
+    for i in range(3):
+        _write(tmp_path, f"im{i}.png", (4 + i, 4, 30, 30))
+        rows.append(f"im{i}.png,0,{4 + i},4,30,30")
+    csv.write_text("\n".join(rows) + "\n")
+    weights = tmp_path / "w.pth"
+    import timm
+
+    torch.save(timm.create_model("resnet18", pretrained=False, num_classes=3).state_dict(), weights)
+    out = tmp_path / "ev"
+    code = main(
+        [
+            "evaluate",
+            str(csv),
+            "--model",
+            "timm:resnet18",
+            "--weights",
+            str(weights),
+            "--out",
+            str(out),
+            "--quiet",
+            "--json",
+            "--protocol",
+            "wsolevaluation",
+            "--workers",
+            "0",
+        ]
+    )
+    assert code == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["schema_version"] == 1 and doc["images"] == 3
+    for k in ("top1_cls", "top5_cls", "top1_loc", "top5_loc", "gt_known_loc", "maxboxacc", "maxboxacc_v2"):
+        assert 0.0 <= doc["metrics"][k] <= 1.0
+    assert len(doc["curve"]["thresholds"]) == 1000 and len(doc["curve"]["maxboxacc"]) == 1000
+    assert doc["metrics"]["maxboxacc"] == pytest.approx(max(doc["curve"]["maxboxacc"]))
+    assert json.loads((out / "metrics.json").read_text()) == doc
+    assert len((out / "per_image.jsonl").read_text().splitlines()) == 3
+    assert "MaxBoxAccV2" in (out / "report.md").read_text()
+    assert (out / "plots.png").stat().st_size > 0 and (out / "grid.png").stat().st_size > 0
+    # backprop baseline through the same command
+    assert (
+        main(
+            [
+                "evaluate",
+                str(csv),
+                "--model",
+                "timm:resnet18",
+                "--weights",
+                str(weights),
+                "--out",
+                str(tmp_path / "bp"),
+                "--quiet",
+                "--method",
+                "backprop",
+                "--workers",
+                "0",
+            ]
+        )
+        == 0
+    )
+    assert json.loads((tmp_path / "bp" / "metrics.json").read_text())["method"] == "backprop"
+    assert main(["evaluate", str(tmp_path / "nothing.csv"), "--quiet"]) == 2
