@@ -67,7 +67,7 @@ def _mask_union(paths: Sequence[os.PathLike[str]], size: tuple[int, int]) -> np.
     out = np.zeros((size[1], size[0]), bool)
     for p in paths:
         with Image.open(p) as im:
-            m = im.convert("L").resize(size, Image.NEAREST)
+            m = im.convert("L").resize(size, Image.Resampling.NEAREST)
             out |= np.asarray(m) > 127
     return out
 

@@ -114,7 +114,7 @@ class _Files(Dataset):
         w, h = img.size
         s = min(1.0, self.display_max_side / max(w, h))
         if s < 1.0:
-            img = img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.BILINEAR, reducing_gap=2.0)
+            img = img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.BILINEAR, reducing_gap=2.0)
         ow, oh = loaded.original_size
         return {
             "index": i,

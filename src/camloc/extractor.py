@@ -140,7 +140,7 @@ class CAM:
             classes = torch.tensor([classes])
         elif isinstance(classes, list | tuple):
             classes = torch.as_tensor(classes, dtype=torch.long)
-        check_tensor("classes", classes, ndim=(1, 2))
+        classes = check_tensor("classes", classes, ndim=(1, 2))
         if classes.is_floating_point():
             fail("classes", "integer class indices", classes)
         classes = classes.to(logits.device, torch.long)

@@ -63,6 +63,7 @@ class CamHead:
     def weight(self) -> torch.Tensor:
         """``Tensor[C, K]`` classifier weights."""
         w = self.classifier.weight
+        assert isinstance(w, torch.Tensor)
         return w.flatten(1) if w.ndim == 4 else w
 
     @property
@@ -133,6 +134,7 @@ def _explicit(
             classifier = model.get_submodule(classifier)
         except AttributeError:
             fail("classifier", "the name of a submodule of the model", repr(classifier))
+    assert isinstance(classifier, nn.Module)
     clf = _flat_linear(classifier)
     pool_ = check_choice("pool", pool or "avg", ("avg", "max"))
     if isinstance(features, str):

@@ -170,7 +170,7 @@ def localize(
     elif isinstance(image_sizes, tuple) and len(image_sizes) == 2 and all(isinstance(v, int) for v in image_sizes):
         targets = [image_sizes] * n  # type: ignore[list-item]
     else:
-        targets = [tuple(s) for s in image_sizes]  # type: ignore[misc]
+        targets = [(int(s[0]), int(s[1])) for s in image_sizes]  # type: ignore[index]
         if len(targets) != n:
             fail("image_sizes", f"{n} (width, height) pairs, one per image", f"{len(targets)} pairs")
     masks_np = masks.cpu().numpy().astype(np.uint8)

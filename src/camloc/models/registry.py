@@ -92,7 +92,8 @@ class Preprocess:
         import torch
         from PIL import Image
 
-        resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
+        R = Image.Resampling
+        resample = {"bilinear": R.BILINEAR, "bicubic": R.BICUBIC, "nearest": R.NEAREST}
         h_in, w_in = self.size
         rw, rh = self.resized_size(image.size)
         img = image.resize((rw, rh), resample[self.interpolation], reducing_gap=3.0)

@@ -97,7 +97,7 @@ def _timm(name: str, weights: Path | None, num_classes: int | None) -> tuple[nn.
     interp = cfg.get("interpolation", "bilinear")
     info = ModelInfo(
         name=f"timm:{name}",
-        categories=_categories(int(model.num_classes)),
+        categories=_categories(int(model.num_classes)),  # type: ignore[arg-type]
         preprocess=Preprocess(
             size=(int(size[0]), int(size[1])),
             mean=tuple(cfg.get("mean", IMAGENET_MEAN)),  # type: ignore[arg-type]
