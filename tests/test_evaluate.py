@@ -73,6 +73,23 @@ def test_metrics_on_hand_made_images(tmp_path: Path):
     assert abs(x0 - 8) <= 2 and abs(x1 - 40) <= 2 and abs(y0 - 8) <= 2 and abs(y1 - 40) <= 2
 
 
+def test_pxap_with_masks_and_ignore_regions(tmp_path: Path):
+    model = BrightSpot().eval()
+    samples = []
+    for i, box in enumerate([(8, 8, 40, 40), (20, 10, 60, 30)]):
+        img = _write(tmp_path, f"m{i}.png", box)
+        mask = _write(tmp_path, f"m{i}_mask.png", box)
+        samples.append(Sample(f"m{i}", img, 0, np.array([box], np.float32), mask_paths=(mask,)))
+    res = evaluate_samples(samples, model, INFO, workers=0)
+    # the map is the brightness, the mask is the bright square: pixels are perfectly ranked
+    assert res.metrics["pxap"] == pytest.approx(1.0, abs=1e-6)
+    assert res.pxap_curve is not None and len(res.pxap_curve["precision"]) == len(res.pxap_curve["thresholds"])
+    # a mask that disagrees with the map (the dark region) gives a low PxAP
+    inv = _write(tmp_path, "inv_mask.png", (0, 0, 8, 8))
+    bad = [Sample("b", samples[0].path, 0, samples[0].boxes, mask_paths=(inv,))]
+    assert evaluate_samples(bad, model, INFO, workers=0).metrics["pxap"] < 0.2
+
+
 def test_wrong_class_counts_for_gt_known_only(tmp_path: Path):
     model = BrightSpot().eval()
     s = Sample("a", _write(tmp_path, "a.png", (8, 8, 40, 40)), 1, np.array([[8, 8, 40, 40]], np.float32))

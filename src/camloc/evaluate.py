@@ -38,8 +38,9 @@ from camloc.cam import upsample_maps
 from camloc.data.annotations import Sample
 from camloc.errors import CamlocError
 from camloc.extractor import CAM
+from camloc.metrics import LocalizationAccuracy, MaxBoxAcc, MaxBoxAccV2, PxAP
 from camloc.models.registry import ModelInfo, Preprocess
-from camloc.sweep import Protocol, box_iou, get_protocol, sweep_boxes, sweep_hits
+from camloc.sweep import Protocol, box_iou, get_protocol, sweep_boxes
 
 __all__ = ["EvalResult", "evaluate_samples"]
 
@@ -104,38 +105,6 @@ def _collate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return items
 
 
-def _pxap_update(
-    hist_fg: np.ndarray,
-    hist_bg: np.ndarray,
-    v: np.ndarray,
-    mask: np.ndarray,
-    ignore: np.ndarray | None,
-    thresholds: np.ndarray,
-) -> None:
-    keep = np.ones_like(mask) if ignore is None else ~ignore
-    # bin index = number of thresholds <= value (pixel counted as positive at every threshold up to its value)
-    idx = np.searchsorted(thresholds, v[keep], side="right")
-    m = mask[keep]
-    hist_fg += np.bincount(idx[m], minlength=len(thresholds) + 1)
-    hist_bg += np.bincount(idx[~m], minlength=len(thresholds) + 1)
-
-
-def _pxap_compute(hist_fg: np.ndarray, hist_bg: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    # positives at threshold k: pixels whose bin index > k  (value >= thresholds[k])
-    tp = np.cumsum(hist_fg[::-1])[::-1][1:]
-    fp = np.cumsum(hist_bg[::-1])[::-1][1:]
-    total_fg = hist_fg.sum()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 1.0)
-        recall = tp / total_fg if total_fg > 0 else np.zeros_like(tp, dtype=float)
-    # thresholds ascend -> recall descends; AP = sum precision * |delta recall|
-    order = np.argsort(recall, kind="stable")
-    r = np.concatenate([[0.0], recall[order]])
-    p = precision[order]
-    ap = float(np.sum(p * np.diff(r)))
-    return ap, precision, recall
-
-
 def evaluate_samples(
     samples: Sequence[Sample],
     model: torch.nn.Module,
@@ -155,7 +124,6 @@ def evaluate_samples(
     check_choice("method", method, ("cam", "backprop"))
     check_number("batch_size", batch_size, low=1, integer=True)
     thresholds = np.asarray(proto.thresholds, np.float64)
-    pix_thr = np.arange(0, 1, 0.01) if len(thresholds) < 10 else thresholds
     if workers is None:
         workers = min(2, os.cpu_count() or 1) if len(samples) > batch_size else 0
     loader = DataLoader(
@@ -163,12 +131,10 @@ def evaluate_samples(
     )
     cam = CAM(model) if method == "cam" else None
     h_in, w_in = info.preprocess.size
-    hits1 = np.zeros(len(thresholds))
-    hits2 = np.zeros((len(thresholds), len(IOU_V2)))
-    hist_fg = np.zeros(len(pix_thr) + 1, np.int64)
-    hist_bg = np.zeros(len(pix_thr) + 1, np.int64)
-    has_masks = False
-    counts = dict.fromkeys(("top1_cls", "top5_cls", "top1_loc", "top5_loc", "gt_known_loc"), 0)
+    acc = LocalizationAccuracy(topk=(1, 5), convention=proto.iou_convention)
+    box1 = MaxBoxAcc(protocol=proto)
+    box2 = MaxBoxAccV2(protocol=proto, iou_thresholds=IOU_V2)
+    pix = PxAP(protocol=proto, thresholds=thresholds if len(thresholds) >= 10 else np.arange(0, 1, 0.01))
     per_image: list[dict[str, Any]] = []
     failures: list[dict[str, str]] = []
     bar = None
@@ -176,93 +142,120 @@ def evaluate_samples(
         from tqdm import tqdm
 
         bar = tqdm(total=len(samples), unit="img", desc=f"evaluate ({method}, {proto.name})", dynamic_ncols=True)
-    n = 0
     try:
         for items in loader:
-            good = [it for it in items if "x" in it]
-            for it in items:
-                if "error" in it:
-                    failures.append({"path": str(samples[it["index"]].path), "error": it["error"]})
+            failures += [
+                {"path": str(samples[it["index"]].path), "error": it["error"]} for it in items if "error" in it
+            ]
+            good = [it for it in items if "x" in it and len(samples[it["index"]].boxes)]
+            failures += [
+                {"path": str(samples[it["index"]].path), "error": "no ground-truth box"}
+                for it in items
+                if "x" in it and not len(samples[it["index"]].boxes)
+            ]
             if good:
-                x = torch.stack([it["x"] for it in good]).to(device)
-                true = torch.tensor([samples[it["index"]].class_idx for it in good], dtype=torch.long)
-                if cam is not None:
-                    with torch.no_grad():
-                        feats, logits = cam.forward(x)
-                        top = logits.topk(min(5, logits.shape[1]), dim=1).indices.cpu()
-                        classes = torch.stack([top[:, 0], true], dim=1)
-                        maps = upsample_maps(cam.maps(feats, classes.to(feats.device)).float(), (h_in, w_in)).cpu()
-                else:
-                    from camloc.saliency import backprop_saliency
-
-                    with torch.no_grad():
-                        logits0 = model(x)
-                    top = logits0.topk(min(5, logits0.shape[1]), dim=1).indices.cpu()
-                    classes = torch.stack([top[:, 0], true], dim=1)
-                    _, maps = backprop_saliency(model, x, classes.to(x.device))
-                    maps = maps.float().cpu()
-                for k, it in enumerate(good):
-                    s = samples[it["index"]]
-                    gt = it["boxes"]
-                    t1 = int(top[k, 0])
-                    in5 = bool((top[k] == s.class_idx).any())
-                    true_map = maps[k, 1].numpy()
-                    box_true = sweep_boxes(true_map, protocol=proto, thresholds=[threshold])[0]
-                    box_top1 = sweep_boxes(maps[k, 0].numpy(), protocol=proto, thresholds=[threshold])[0]
-                    iou_true = (
-                        float(box_iou(box_true[None], gt, convention=proto.iou_convention).max()) if len(gt) else 0.0
-                    )
-                    iou_top1 = (
-                        float(box_iou(box_top1[None], gt, convention=proto.iou_convention).max()) if len(gt) else 0.0
-                    )
-                    ok = iou_true >= 0.5
-                    counts["top1_cls"] += t1 == s.class_idx
-                    counts["top5_cls"] += in5
-                    counts["gt_known_loc"] += ok
-                    counts["top1_loc"] += (t1 == s.class_idx) and ok
-                    counts["top5_loc"] += in5 and ok
-                    if len(gt):
-                        hits1 += sweep_hits(true_map, gt, protocol=proto, iou_thresholds=(0.5,))[:, 0]
-                        hits2 += sweep_hits(true_map, gt, protocol=proto, iou_thresholds=IOU_V2, multi_box=True)
-                    if it["mask"] is not None:
-                        from camloc.sweep import normalize_score_map
-
-                        has_masks = True
-                        v = normalize_score_map(true_map, protocol=proto)
-                        _pxap_update(hist_fg, hist_bg, v, it["mask"], it["ignore"], pix_thr)
-                    sx, sy = it["size"][0] / w_in, it["size"][1] / h_in
-                    scale = np.array([sx, sy, sx, sy])
-                    per_image.append(
-                        {
-                            "path": str(s.path),
-                            "true_class": s.class_idx,
-                            "top1_class": t1,
-                            "top5_classes": [int(c) for c in top[k]],
-                            "iou_gt_known": round(iou_true, 4),
-                            "iou_top1": round(iou_top1, 4),
-                            "box_gt_known": [round(float(v), 2) for v in box_true * scale],
-                            "box_top1": [round(float(v), 2) for v in box_top1 * scale],
-                            "gt_boxes": [[round(float(v), 2) for v in b * scale] for b in gt],
-                            "top1_loc": bool(t1 == s.class_idx and ok),
-                            "gt_known_loc": bool(ok),
-                        }
-                    )
-                    n += 1
+                _evaluate_batch(
+                    good, samples, model, cam, proto, threshold, (h_in, w_in), device,
+                    acc, box1, box2, pix, per_image,
+                )  # fmt: skip
             if bar is not None:
                 bar.update(len(items))
     finally:
         if bar is not None:
             bar.close()
-    denom = max(n, 1)
-    metrics = {k: v / denom for k, v in counts.items()}
-    curve1 = hits1 / denom
-    curves2 = hits2 / denom
-    metrics["maxboxacc"] = float(curve1.max()) if n else 0.0
-    metrics["maxboxacc_v2"] = float(curves2.max(axis=0).mean()) if n else 0.0
+    n = len(per_image)
+    if n == 0:
+        raise CamlocError("`samples` must contain at least one readable image with a ground-truth box")
+    loc = acc.compute()
+    r1, r2 = box1.compute(), box2.compute()
+    metrics = {k: float(v) for k, v in loc.as_dict().items() if k != "n_images" and v is not None}
+    metrics["maxboxacc"] = r1.value
+    metrics["maxboxacc_v2"] = r2.value
     pxap_curve = None
-    if has_masks:
-        ap, prec, rec = _pxap_compute(hist_fg, hist_bg)
-        metrics["pxap"] = ap
-        pxap_curve = {"thresholds": pix_thr, "precision": prec, "recall": rec}
-    best = float(thresholds[int(np.argmax(curve1))]) if n else float("nan")
-    return EvalResult(metrics, thresholds, curve1, curves2, best, pxap_curve, per_image, failures, n)
+    if any(s.mask_paths for s in samples):  # PxAP where the data set has masks
+        rp = pix.compute()
+        metrics["pxap"] = rp.value
+        pxap_curve = {"thresholds": rp.thresholds, "precision": rp.precision, "recall": rp.recall}
+    return EvalResult(
+        metrics, thresholds, r1.accuracy, r2.accuracy.T, r1.best_threshold, pxap_curve, per_image, failures, n
+    )
+
+
+def _evaluate_batch(
+    good: list[dict[str, Any]],
+    samples: Sequence[Sample],
+    model: torch.nn.Module,
+    cam: CAM | None,
+    proto: Protocol,
+    threshold: float,
+    size: tuple[int, int],
+    device: str | torch.device,
+    acc: LocalizationAccuracy,
+    box1: MaxBoxAcc,
+    box2: MaxBoxAccV2,
+    pix: PxAP,
+    per_image: list[dict[str, Any]],
+) -> None:
+    """Maps of the top-1 and true classes for a batch, then every metric's update."""
+    h_in, w_in = size
+    x = torch.stack([it["x"] for it in good]).to(device)
+    true = torch.tensor([samples[it["index"]].class_idx for it in good], dtype=torch.long)
+    if cam is not None:
+        with torch.no_grad():
+            feats, logits = cam.forward(x)
+            top = logits.topk(min(5, logits.shape[1]), dim=1).indices.cpu()
+            classes = torch.stack([top[:, 0], true], dim=1)
+            maps = upsample_maps(cam.maps(feats, classes.to(feats.device)).float(), (h_in, w_in)).cpu()
+    else:
+        from camloc.saliency import backprop_saliency
+
+        with torch.no_grad():
+            logits = model(x)
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices.cpu()
+        classes = torch.stack([top[:, 0], true], dim=1)
+        maps = backprop_saliency(model, x, classes.to(x.device))[1].float().cpu()
+    maps_np = maps.numpy()
+    gts = [it["boxes"] for it in good]
+    true_maps = maps_np[:, 1]
+    box_true = np.stack([sweep_boxes(m, protocol=proto, thresholds=[threshold])[0] for m in true_maps])
+    box_top1 = np.stack([sweep_boxes(m, protocol=proto, thresholds=[threshold])[0] for m in maps_np[:, 0]])
+    # the box of the j-th predicted class: the true class's box where it is the true class, top-1's at j = 0
+    k = top.shape[1]
+    pred_boxes = np.zeros((len(good), max(k, 5), 4))
+    pred_classes = np.full((len(good), max(k, 5)), -1, np.int64)
+    pred_classes[:, :k] = top.numpy()
+    pred_boxes[:, 0] = box_top1
+    hit = pred_classes == true.numpy()[:, None]
+    pred_boxes[hit] = np.repeat(box_true, hit.sum(1), axis=0)
+    acc.update(pred_classes, pred_boxes, true.numpy(), gts, gt_known_boxes=box_true)
+    box1.update(true_maps, gts)
+    box2.update(true_maps, gts)
+    with_masks = [i for i, it in enumerate(good) if it["mask"] is not None]
+    if with_masks:
+        pix.update(
+            [true_maps[i] for i in with_masks],
+            [good[i]["mask"] for i in with_masks],
+            None if any(good[i]["ignore"] is None for i in with_masks) else [good[i]["ignore"] for i in with_masks],
+        )
+    for i, it in enumerate(good):
+        s = samples[it["index"]]
+        iou_true = float(box_iou(box_true[i][None], gts[i], convention=proto.iou_convention).max())
+        iou_top1 = float(box_iou(box_top1[i][None], gts[i], convention=proto.iou_convention).max())
+        sx, sy = it["size"][0] / w_in, it["size"][1] / h_in
+        scale = np.array([sx, sy, sx, sy])
+        t1 = int(top[i, 0])
+        per_image.append(
+            {
+                "path": str(s.path),
+                "true_class": s.class_idx,
+                "top1_class": t1,
+                "top5_classes": [int(c) for c in top[i]],
+                "iou_gt_known": round(iou_true, 4),
+                "iou_top1": round(iou_top1, 4),
+                "box_gt_known": [round(float(v), 2) for v in box_true[i] * scale],
+                "box_top1": [round(float(v), 2) for v in box_top1[i] * scale],
+                "gt_boxes": [[round(float(v), 2) for v in b * scale] for b in gts[i]],
+                "top1_loc": bool(t1 == s.class_idx and iou_true >= 0.5),
+                "gt_known_loc": bool(iou_true >= 0.5),
+            }
+        )
