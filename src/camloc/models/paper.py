@@ -13,8 +13,16 @@ With ``cam_pool == "avg"`` the class activation map ``M_c = sum_k w_ck f_k`` sat
 ``mean_xy(M_c) + b_c == logit_c`` (no ReLU on ``M_c``). The ``*_gmp`` variants pool with the maximum instead.
 
 Registered names (see :func:`camloc.models.registry.list_models`): ``alexnet_gap``, ``vgg16_gap``,
-``googlenet_gap``, ``tiny_gap`` and their ``*_gmp`` twins. :func:`build_gap_network` also accepts
-``timm:NAME`` and ``torchvision:NAME`` trunks. Weights are never downloaded: ``pretrained`` is a local file.
+``googlenet_gap``, ``tiny_gap`` and their ``*_gmp`` twins. They reuse torchvision's modules, so the kept layers
+load from torchvision checkpoints (``pretrained``): AlexNet keeps conv1-conv5 (+ReLU; pool5 and the FC layers
+go), VGG16 keeps conv1_1-conv5_3 (pool5 and the FC layers go), GoogLeNet keeps everything up to inception4e
+(pool4, inception5a/5b, the pooling, dropout, fc and the aux heads go). torchvision's GoogLeNet has batch norm
+after every conv, unlike the original the paper used. Its ``transform_input`` (which maps ImageNet-normalised
+input to the ``(x - 0.5) / 0.5`` input the ported Google weights expect) becomes the trunk's first module
+when ``pretrained`` is given (as torchvision does when it loads those weights) and is left out when training
+from scratch; ``transform_input=True/False`` overrides. ``tiny_*`` is a small trunk for tests and demos.
+:func:`build_gap_network` also accepts ``timm:NAME`` and ``torchvision:NAME`` trunks. Weights are never
+downloaded: ``pretrained`` is a local file.
 """
 
 from __future__ import annotations
@@ -51,7 +59,7 @@ Pool = Literal["avg", "max"]
 CHECKPOINT_FORMAT = "camloc-train-checkpoint"
 _PAPER_FAMILIES = ("alexnet", "vgg16", "googlenet", "tiny")
 PAPER_ARCHS: tuple[str, ...] = tuple(f"{f}_{p}" for f in _PAPER_FAMILIES for p in ("gap", "gmp"))
-_DEFAULT_CONV = {"alexnet": 1024, "vgg16": 1024, "googlenet": 1024, "tiny": 128}
+_DEFAULT_CONV = {"alexnet": 1024, "vgg16": 1024, "googlenet": 1024, "tiny": 64}
 _DEFAULT_SIZE = {"alexnet": 224, "vgg16": 224, "googlenet": 224, "tiny": 64}
 
 
@@ -92,7 +100,7 @@ class GapNet(nn.Module):
             check_number("conv_channels", conv_channels, low=1, integer=True)
             conv = nn.Conv2d(in_channels, conv_channels, kernel_size=3, stride=1, padding=1)
             nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-            nn.init.zeros_(conv.bias)
+            nn.init.zeros_(conv.bias)  # type: ignore[arg-type]
             self.extra = nn.Sequential(OrderedDict([("conv", conv), ("relu", nn.ReLU(inplace=True))]))
             self.num_features = int(conv_channels)
         self.cam_pool: str = pool
@@ -177,7 +185,7 @@ class _FeaturesOf(nn.Module):
         self.num_features = getattr(model, "num_features", None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.model.forward_features(x)
+        f = self.model.forward_features(x)  # type: ignore[operator]
         if not isinstance(f, torch.Tensor) or f.ndim != 4:
             got = f"Tensor of shape {tuple(f.shape)}" if isinstance(f, torch.Tensor) else type(f).__name__
             raise UnsupportedModelError(
@@ -197,7 +205,9 @@ def _guess_channels(trunk: nn.Module) -> int:
         elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
             last = m.num_features if isinstance(m, nn.BatchNorm2d) else m.num_channels
     if last is None:
-        fail("in_channels", "given (the trunk has no num_features attribute and no conv layer)", "None")
+        raise CamlocValueError(
+            "`in_channels` must be given (the trunk has no num_features attribute and no conv layer); got None"
+        )
     return int(last)
 
 
@@ -270,11 +280,10 @@ def _read_trunk_file(
 ) -> None:
     state = load_state_dict_file(path)
     state = {(_DENSENET_OLD_KEY.sub(r"\1\2", k)): v for k, v in state.items()}
-    # A camloc GapNet state dict (keys trunk.*, extra.*, fc.*) also provides a trunk.
+    # A camloc GapNet state dict or training checkpoint (keys trunk.*, extra.*, fc.*) also provides a trunk:
+    # its trunk.* keys are trunk keys; the added conv and classifier are not used.
     if any(k.startswith("trunk.") for k in state) and all(k.startswith(("trunk.", "extra.", "fc.")) for k in state):
-        inv = {fk: tk for tk, fk in key_map.items()}
-        state = {inv.get(k[len("trunk.") :], k): v for k, v in state.items() if k.startswith("trunk.")}
-        state = {key_map.get(k, k): v for k, v in state.items()}
+        state = {key_map.get(k[6:], k[6:]): v for k, v in state.items() if k.startswith("trunk.")}
     load_trunk_weights(trunk, state, key_map=key_map, known_keys=known_keys, source=f"{source} from {path}")
 
 
@@ -302,7 +311,7 @@ def _vgg16_trunk() -> tuple[nn.Module, int, dict[str, str], set[str]]:
     for m in features.modules():  # torchvision VGG's initialisation
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            nn.init.zeros_(m.bias)
+            nn.init.zeros_(m.bias)  # type: ignore[arg-type]
     trunk = nn.Sequential(*list(features.children())[:30])  # up to conv5_3 + ReLU; pool5 and FCs dropped
     with torch.device("meta"):
         known = set(tv_vgg.vgg16(weights=None, init_weights=False).state_dict())
@@ -350,8 +359,12 @@ def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
 
-def _tiny_trunk(width: int = 32) -> tuple[nn.Module, int, dict[str, str], set[str]]:
-    """A 5-conv BN trunk for tests and demos: output stride 4, receptive field 27 px."""
+def _tiny_trunk(width: int = 16) -> tuple[nn.Module, int, dict[str, str], set[str]]:
+    """A 5-conv BN trunk for tests and demos: channels w, w, 2w, 4w, 4w; output stride 4; receptive field 27 px.
+
+    With the added 3x3 conv (64 units by default) the CAM's receptive field is 35 px: at 64x64 input the map is
+    16x16. About 42 MFLOPs per 64x64 image at the default width 16.
+    """
     w = width
     trunk = nn.Sequential(
         *_conv_bn_relu(3, w),
@@ -372,7 +385,7 @@ _PAPER_NOTES = {
     "alexnet": "AlexNet-{P}: torchvision AlexNet conv1-conv5 (+ReLU; pool5 and FCs removed)",
     "vgg16": "VGG16-{P}: torchvision VGG16 conv1_1-conv5_3 (pool5 and FCs removed)",
     "googlenet": "GoogLeNet-{P}: torchvision GoogLeNet (with BN, unlike the paper's) up to inception4e",
-    "tiny": "tiny-{P}: 5 conv-BN-ReLU layers (stride 4), for tests and demos",
+    "tiny": "tiny-{P}: 5 conv-BN-ReLU layers (stride 4) + 3x3 conv (64), for tests and demos",
 }
 
 
@@ -444,7 +457,7 @@ def _build_paper(
     elif family == "alexnet":
         trunk, cin, key_map, known = _alexnet_trunk()
     else:
-        width = 32 if width is None else width
+        width = 16 if width is None else width
         check_number("width", width, low=1, integer=True)
         trunk, cin, key_map, known = _tiny_trunk(width)
         build_kw["width"] = width
@@ -534,9 +547,30 @@ def _tv_trunk(name: str, full: nn.Module) -> tuple[nn.Module, int]:
     if name.startswith("shufflenet"):
         parts = ("conv1", "maxpool", "stage2", "stage3", "stage4", "conv5")
         return nn.Sequential(OrderedDict((n, getattr(m, n)) for n in parts)), m.fc.in_features
-    raise UnsupportedModelError(
-        f"`arch` must be a torchvision CNN of a supported family (resnet, resnext, wide_resnet, densenet, "
-        f"mobilenet_v2/v3, efficientnet, vgg, alexnet, squeezenet, convnext, regnet, mnasnet, shufflenet); "
+    raise _unsupported_tv(name)  # pragma: no cover - checked before building
+
+
+_TV_FAMILIES = (
+    "resnet",
+    "resnext",
+    "wide_resnet",
+    "densenet",
+    "mobilenet_v2",
+    "mobilenet_v3",
+    "efficientnet",
+    "vgg",
+    "alexnet",
+    "squeezenet",
+    "convnext",
+    "regnet",
+    "mnasnet",
+    "shufflenet",
+)
+
+
+def _unsupported_tv(name: str) -> UnsupportedModelError:
+    return UnsupportedModelError(
+        "`arch` must be a torchvision CNN of a supported family (" + ", ".join(_TV_FAMILIES) + f"); "
         f"got 'torchvision:{name}'"
     )
 
@@ -555,11 +589,13 @@ def _spec_trunk(spec: str, pretrained: str | Path | None) -> tuple[nn.Module, in
         except RuntimeError as e:
             raise CamlocValueError(f"`arch` must name a timm model; got {spec!r} ({e})") from e
         trunk: nn.Module = _FeaturesOf(model)
-        cin = int(model.num_features)
+        cin = int(model.num_features)  # type: ignore[arg-type]
         key_map = {f"model.{k}": k for k in model.state_dict()}
     else:
         import torchvision
 
+        if not name.startswith(_TV_FAMILIES):
+            raise _unsupported_tv(name)
         try:
             full = torchvision.models.get_model(name, weights=None)
         except ValueError as e:
