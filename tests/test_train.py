@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
@@ -240,51 +239,15 @@ def _iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def _largest_component_box(mask: np.ndarray) -> tuple[float, float, float, float]:
-    import cv2
-
-    n, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    if n <= 1:
-        return (0.0, 0.0, 0.0, 0.0)
-    k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    x, y, w, h = (float(v) for v in stats[k, :4])
-    return (x, y, x + w, y + h)
-
-
-def _paper_box(cam: torch.Tensor, w: int, h: int) -> tuple[float, ...]:
-    """Box of ``cam [h', w']`` by the paper's rule at image size (w, h); camloc.localization if present."""
-    try:
-        from camloc.localization import localize
-    except ImportError:  # pragma: no cover - the lead's module
-        up = torch.nn.functional.interpolate(cam[None, None], size=(h, w), mode="bilinear", align_corners=False)
-        m = up[0, 0].numpy()
-        return _largest_component_box(m >= 0.2 * m.max())
-    return tuple(float(v) for v in localize(cam[None, None], threshold=0.2, size=(h, w)).boxes[0, 0])
-
-
 def gt_known_and_centred(model, info, csv_path: Path) -> tuple[float, float, float]:
-    """(top-1, GT-known loc, best centred-box loc): CAM of the true class, bilinear to image size,
-    divided by its max, >= 0.2, largest 8-connected component, IoU >= 0.5 (the paper's rule)."""
-    with open(csv_path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    s = info.preprocess.size[0]
-    mean, std = np.array(info.preprocess.mean, np.float32), np.array(info.preprocess.std, np.float32)
-    fc = model.get_classifier()
-    hits, correct, gts = [], 0, []
-    model.eval()
-    for r in rows:
-        with Image.open(csv_path.parent / r["file"]) as im:
-            img = im.convert("RGB").resize((s, s), Image.Resampling.BILINEAR)
-        x = torch.from_numpy(((np.asarray(img, np.float32) / 255 - mean) / std).transpose(2, 0, 1))[None]
-        c, w, h = int(r["class_idx"]), int(r["w"]), int(r["h"])
-        gt = tuple(float(r[k]) for k in ("x0", "y0", "x1", "y1"))
-        with torch.no_grad():
-            f = model.forward_features(x)
-            correct += int(model.forward_head(f).argmax(1).item() == c)
-            cam = torch.einsum("k,khw->hw", fc.weight[c], f[0])  # M_c, no ReLU
-        box = _paper_box(cam, w, h)
-        hits.append(_iou(box, gt) >= 0.5)
-        gts.append((gt, w, h))
+    """(top-1, GT-known loc, best centred-box loc) with camloc's own evaluation (paper protocol: CAM of the true
+    class, bilinear to the input, divided by its max, >= 0.2, largest 8-connected component, IoU >= 0.5)."""
+    from camloc.data.annotations import read_csv
+    from camloc.evaluate import evaluate_samples
+
+    samples = read_csv(csv_path).samples
+    res = evaluate_samples(samples, model, info, protocol="paper", threshold=0.2, workers=0)
+    gts = [(tuple(float(v) for v in s.boxes[0]), s.size[0], s.size[1]) for s in samples]
     centred = max(
         float(
             np.mean(
@@ -296,20 +259,7 @@ def gt_known_and_centred(model, info, csv_path: Path) -> tuple[float, float, flo
         )
         for a in np.linspace(0.05, 1.0, 20)
     )
-    return correct / len(rows), float(np.mean(hits)), centred
-
-
-def test_own_paper_rule_matches_hand_case() -> None:
-    m = np.zeros((6, 8), bool)
-    m[1:3, 1:3] = True  # 4 px
-    m[3:6, 5:8] = True  # 9 px, the largest
-    m[0, 7] = True  # 8-connected? no: (0,7) and (3,7) are not adjacent
-    assert _largest_component_box(m) == (5.0, 3.0, 8.0, 6.0)
-    cam = torch.zeros(4, 4)
-    cam[1:3, 1:3] = 1.0
-    box = _paper_box(cam, 8, 8)  # bilinear x2; >= 0.2 of max keeps a 6x6 square, rows/cols 1..6
-    assert box == (1.0, 1.0, 7.0, 7.0)
-    assert _iou((0, 0, 2, 2), (1, 1, 3, 3)) == pytest.approx(1 / 7)
+    return res.metrics["top1_cls"], res.metrics["gt_known_loc"], centred
 
 
 @pytest.mark.slow
