@@ -12,7 +12,8 @@ Per image the score maps of the predicted top-1 class and of the true class are 
 - ``gt_known_loc``: the box of the true class's map at the fixed ``threshold`` has IoU >= 0.5 with some GT box;
 - ``top1_loc`` / ``top5_loc``: class right at top-1 / top-5 **and** that class's box has IoU >= 0.5 with a GT box
   (ILSVRC and CAM-paper definition; when the true class is the j-th prediction its box is the true class's box);
-- ``maxboxacc``: over the protocol's threshold sweep, the best fraction of images whose selected box (largest
+- ``maxboxacc``: over the protocol's threshold sweep (the ``paper`` preset, a single threshold, is swept over
+  0, 0.01, ..., 0.99 here), the best fraction of images whose selected box (largest
   component / contour) has IoU >= 0.5 with some GT box; ``maxboxacc_v2``: mean over IoU 0.3/0.5/0.7 of the
   best-threshold fraction of images where *any* candidate box matches some GT box (Choe et al., CVPR 2020);
 - ``pxap``: pixel average precision of the true class's normalised map against GT masks (ignore regions
@@ -124,6 +125,8 @@ def evaluate_samples(
     check_choice("method", method, ("cam", "backprop"))
     check_number("batch_size", batch_size, low=1, integer=True)
     thresholds = np.asarray(proto.thresholds, np.float64)
+    if len(thresholds) < 10:  # a fixed-threshold preset (paper: 0.2) still gets a sweep for MaxBoxAcc / PxAP
+        thresholds = np.round(np.arange(0, 1, 0.01), 2)
     if workers is None:
         workers = min(2, os.cpu_count() or 1) if len(samples) > batch_size else 0
     loader = DataLoader(
@@ -132,9 +135,9 @@ def evaluate_samples(
     cam = CAM(model) if method == "cam" else None
     h_in, w_in = info.preprocess.size
     acc = LocalizationAccuracy(topk=(1, 5), convention=proto.iou_convention)
-    box1 = MaxBoxAcc(protocol=proto)
-    box2 = MaxBoxAccV2(protocol=proto, iou_thresholds=IOU_V2)
-    pix = PxAP(protocol=proto, thresholds=thresholds if len(thresholds) >= 10 else np.arange(0, 1, 0.01))
+    box1 = MaxBoxAcc(protocol=proto, thresholds=thresholds)
+    box2 = MaxBoxAccV2(protocol=proto, thresholds=thresholds, iou_thresholds=IOU_V2)
+    pix = PxAP(protocol=proto, thresholds=thresholds)
     per_image: list[dict[str, Any]] = []
     failures: list[dict[str, str]] = []
     bar = None
