@@ -41,6 +41,7 @@ from camloc.errors import CamlocValueError, UnsupportedModelError
 from camloc.models.registry import (
     ModelInfo,
     Preprocess,
+    describe_key_mismatch,
     load_state_dict_file,
     load_weights_strict,
     register_model,
@@ -216,10 +217,6 @@ def _guess_channels(trunk: nn.Module) -> int:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _head_list(xs: Sequence[str]) -> str:
-    return ", ".join(xs[:8]) + (f" ... (+{len(xs) - 8} more)" if len(xs) > 8 else "")
-
-
 def load_trunk_weights(
     trunk: nn.Module,
     state: dict[str, Any],
@@ -242,15 +239,9 @@ def load_trunk_weights(
         for tk, fk in key_map.items()
         if fk in state and hasattr(state[fk], "shape") and tuple(state[fk].shape) != tuple(own[tk].shape)
     ]
-    if missing or unexpected or mismatched:
-        parts = []
-        if missing:
-            parts.append(f"missing keys [{_head_list(missing)}]")
-        if unexpected:
-            parts.append(f"unexpected keys [{_head_list(unexpected)}]")
-        if mismatched:
-            parts.append(f"shape mismatches [{_head_list(mismatched)}]")
-        raise CamlocValueError(f"`pretrained` ({source}) does not fit the trunk: " + "; ".join(parts))
+    problems = describe_key_mismatch(missing, unexpected, mismatched)
+    if problems:
+        raise CamlocValueError(f"`pretrained` ({source}) does not fit the trunk: {problems}")
     trunk.load_state_dict({tk: state[fk] for tk, fk in key_map.items()})
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "Preprocess",
     "RegisteredModel",
     "create_model",
+    "describe_key_mismatch",
     "get_model_entry",
     "list_models",
     "load_state_dict_file",
@@ -242,6 +243,22 @@ def load_state_dict_file(path: str | Path) -> dict[str, Any]:
     return obj
 
 
+def describe_key_mismatch(missing: Sequence[str], unexpected: Sequence[str], mismatched: Sequence[str]) -> str:
+    """One message listing missing / unexpected / wrong-shape keys (first 8 of each); ``""`` when all fit."""
+
+    def head(xs: Sequence[str]) -> str:
+        return ", ".join(xs[:8]) + (f" ... (+{len(xs) - 8} more)" if len(xs) > 8 else "")
+
+    parts = []
+    if missing:
+        parts.append(f"missing keys [{head(missing)}]")
+    if unexpected:
+        parts.append(f"unexpected keys [{head(unexpected)}]")
+    if mismatched:
+        parts.append(f"shape mismatches [{head(mismatched)}]")
+    return "; ".join(parts)
+
+
 def load_weights_strict(model: Any, state: dict[str, Any], *, source: str) -> None:
     """``model.load_state_dict(state)`` with a camloc error listing missing/unexpected/mismatched keys."""
     own = model.state_dict()
@@ -252,19 +269,9 @@ def load_weights_strict(model: Any, state: dict[str, Any], *, source: str) -> No
         for k in own
         if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)
     ]
-    if missing or unexpected or mismatched:
-
-        def head(xs: Sequence[str]) -> str:
-            return ", ".join(xs[:8]) + (f" ... (+{len(xs) - 8} more)" if len(xs) > 8 else "")
-
-        parts = []
-        if missing:
-            parts.append(f"missing keys [{head(missing)}]")
-        if unexpected:
-            parts.append(f"unexpected keys [{head(unexpected)}]")
-        if mismatched:
-            parts.append(f"shape mismatches [{head(mismatched)}]")
-        raise CamlocValueError(f"`weights` ({source}) do not fit the architecture: " + "; ".join(parts))
+    problems = describe_key_mismatch(missing, unexpected, mismatched)
+    if problems:
+        raise CamlocValueError(f"`weights` ({source}) do not fit the architecture: {problems}")
     model.load_state_dict(state)
 
 
