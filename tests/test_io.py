@@ -136,8 +136,18 @@ def test_save_png_failure_mid_write_leaves_nothing(tmp_path: Path, monkeypatch: 
 
     monkeypatch.setattr(Image.Image, "save", broken_save)
     with pytest.raises(Boom):
-        atomic_save_png(tmp_path / "a.png", np.zeros((2, 2, 3), np.uint8))
+        atomic_save_png(tmp_path / "a.png", Image.new("RGB", (2, 2)))
     assert _listing(tmp_path) == []
+
+
+def test_save_png_array_round_trips_rgb_rgba_gray(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for shape in ((5, 7, 3), (5, 7, 4), (5, 7)):
+        arr = rng.integers(0, 256, shape, dtype=np.uint8)
+        for level in (0, 1, 9):
+            atomic_save_png(tmp_path / "a.png", arr, compress_level=level)
+            with Image.open(tmp_path / "a.png") as im:
+                assert np.array_equal(np.asarray(im), arr)
 
 
 def test_jsonl_writer_commit(tmp_path: Path) -> None:

@@ -94,3 +94,20 @@ def test_bad_options():
         localize(torch.zeros(1, 1, 2, 2), connectivity=6)
     with pytest.raises(CamlocValueError, match="`image_sizes`"):
         localize(torch.zeros(2, 1, 2, 2), image_sizes=[(1, 1)])
+
+
+def test_fast_largest_box_equals_labelling_on_random_masks():
+    from camloc.localization import _components
+
+    rng = np.random.default_rng(0)
+    masks = [rng.random((40, 50)) > p for p in (0.3, 0.5, 0.7, 0.9, 0.97)]
+    ring = np.zeros((20, 20), bool)
+    ring[2:18, 2:18] = True
+    ring[5:15, 5:15] = False
+    ring[8:11, 8:11] = True  # a component inside the hole of another
+    masks += [ring, np.ones((7, 9), bool), np.zeros((7, 9), bool)]
+    for mask in masks:
+        boxes, areas = _components(mask, 8)
+        ref = boxes[int(np.argmax(areas))] if len(areas) else np.zeros(4, np.float32)
+        assert largest_component_box(mask).tolist() == ref.tolist()
+    assert largest_component_box(ring).tolist() == [2.0, 2.0, 18.0, 18.0]

@@ -22,7 +22,7 @@ from typing import IO, Any
 import numpy as np
 from PIL import Image
 
-from camloc._checks import check_choice, fail
+from camloc._checks import check_choice, check_number, fail
 
 __all__ = [
     "JsonlWriter",
@@ -124,15 +124,29 @@ def _to_pil_rgb_or_gray(name: str, image: Any) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(image))
 
 
-def atomic_save_png(path: PathLike, image: Image.Image | np.ndarray) -> None:
+def atomic_save_png(path: PathLike, image: Image.Image | np.ndarray, *, compress_level: int = 1) -> None:
     """Save ``image`` as PNG to ``path`` atomically.
 
     ``image`` is a PIL image (any PNG-compatible mode) or a numpy uint8 array of shape (H, W, 3) RGB,
-    (H, W, 4) RGBA or (H, W) grayscale.
+    (H, W, 4) RGBA or (H, W) grayscale. ``compress_level`` is zlib's 0..9; the default 1 encodes several times
+    faster than PIL's default 6 for files about 15 % larger (encoding dominates batch explanation).
     """
+    check_number("compress_level", compress_level, low=0, high=9, integer=True)
+    if isinstance(image, np.ndarray):
+        _to_pil_rgb_or_gray("image", image)  # validation only
+        import cv2
+
+        arr = np.ascontiguousarray(image)
+        if arr.ndim == 3:
+            arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR if arr.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
+        ok, buf = cv2.imencode(".png", arr, [cv2.IMWRITE_PNG_COMPRESSION, compress_level])
+        if not ok:  # pragma: no cover - cv2 encodes every uint8 image of these shapes
+            fail("image", "an image OpenCV can encode as PNG", f"shape {arr.shape}")
+        atomic_write_bytes(path, buf.tobytes())
+        return
     pil = _to_pil_rgb_or_gray("image", image)
     with atomic_open(path, "wb") as fh:
-        pil.save(fh, format="PNG")
+        pil.save(fh, format="PNG", compress_level=compress_level)
 
 
 class JsonlWriter:

@@ -49,13 +49,20 @@ def threshold_maps(
     """
     check_number("threshold", threshold, low=0.0, high=1.0)
     check_tensor("maps", maps, floating=True, finite=True)
+    return _threshold(maps, threshold, normalize)
+
+
+def _threshold(maps: torch.Tensor, threshold: float, normalize: Normalize | None) -> torch.Tensor:
+    # Unchecked core of threshold_maps. For "max" it compares maps / max >= t directly: the same division as
+    # normalize_maps, without its temporaries (clamping to [0, 1] cannot change a comparison with t in (0, 1]).
+    if normalize == "max":
+        mx = maps.flatten(-2).amax(-1)[..., None, None]
+        pos = mx > 0
+        if threshold == 0:  # "keep >= 0% of the max": every pixel of a map with positive evidence
+            return pos.expand_as(maps).clone()
+        return (maps / torch.where(pos, mx, torch.ones_like(mx)) >= threshold) & pos
     m = maps if normalize is None else normalize_maps(maps, mode=normalize)
-    mask = m >= threshold
-    if normalize == "max" and threshold == 0:
-        # "keep >= 0% of the max" is every pixel of a map with positive evidence; none otherwise.
-        has = maps.flatten(-2).amax(-1) > 0
-        mask = mask & has[..., None, None]
-    return mask
+    return m >= threshold
 
 
 def _as_uint8_mask(mask: np.ndarray | torch.Tensor, name: str = "mask") -> np.ndarray:
@@ -85,7 +92,24 @@ def largest_component_box(mask: np.ndarray | torch.Tensor, *, connectivity: int 
 
     Ties in area go to the component whose first pixel comes first in raster order. Empty mask -> ``(0,0,0,0)``.
     """
-    boxes, areas = _components(mask, connectivity)
+    check_choice("connectivity", connectivity, (4, 8))
+    return _largest_box(_as_uint8_mask(mask), connectivity)
+
+
+def _largest_box(m: np.ndarray, connectivity: int) -> np.ndarray:
+    if m.size == 0:
+        return np.zeros(4, np.float32)
+    if connectivity == 8:
+        # Fast path: RETR_CCOMP lists one top-level contour per 8-connected component (components inside holes
+        # included) at a fraction of the cost of labelling; with a single component its bounding rect is the box.
+        contours, hier = cv2.findContours(m, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+        if not contours:
+            return np.zeros(4, np.float32)
+        top = [c for c, h in zip(contours, hier[0]) if h[3] < 0]
+        if len(top) == 1:
+            x, y, w, h = cv2.boundingRect(top[0])
+            return np.array([x, y, x + w, y + h], np.float32)
+    boxes, areas = _components(m, connectivity)
     if len(areas) == 0:
         return np.zeros(4, np.float32)
     return boxes[int(np.argmax(areas))]
@@ -164,7 +188,8 @@ def localize(
     if size is not None:
         maps = upsample_maps(maps, size)
     hh, ww = int(maps.shape[2]), int(maps.shape[3])
-    masks = threshold_maps(maps, threshold, normalize=normalize)
+    check_number("threshold", threshold, low=0.0, high=1.0)
+    masks = _threshold(maps, threshold, normalize)  # maps were checked finite; upsampling keeps them finite
     if image_sizes is None:
         targets = [(ww, hh)] * n
     elif isinstance(image_sizes, tuple) and len(image_sizes) == 2 and all(isinstance(v, int) for v in image_sizes):
@@ -181,12 +206,14 @@ def localize(
         scale = np.array([sx, sy, sx, sy], np.float32)
         row: list[torch.Tensor] = []
         for j in range(m):
+            if all_boxes is None:
+                boxes[i, j] = _largest_box(masks_np[i, j], connectivity) * scale
+                continue
             cb, ca = _components(masks_np[i, j], connectivity)
             if len(ca):
                 boxes[i, j] = cb[int(np.argmax(ca))] * scale
-            if all_boxes is not None:
-                order = np.argsort(-ca, kind="stable")
-                row.append(torch.from_numpy(cb[order] * scale))
+            order = np.argsort(-ca, kind="stable")
+            row.append(torch.from_numpy(cb[order] * scale))
         if all_boxes is not None:
             all_boxes.append(row)
     return Localization(
