@@ -54,7 +54,9 @@ def test_explain_writes_results_and_skips_bad_files(photo_dir: Path, tmp_path: P
     assert sum(t["prob"] for t in coffee["topk"]) <= 1.0 + 1e-6
     for r in results:
         assert (out / r["overlay"]).is_file() and (out / r["panel"]).is_file()
-        assert _size(out / r["overlay"]) == (r["width"], r["height"])  # small photos are not reduced
+        ow, oh = _size(out / r["overlay"])  # reduced to --max-side 512 (default), aspect kept
+        assert max(ow, oh) == min(512, max(r["width"], r["height"]))
+        assert abs(ow / oh - r["width"] / r["height"]) < 0.01
     # the grayscale, RGBA and 16-bit versions of the cat all see a cat
     cats = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat", "lynx"}
     for n in ("cat_gray.png", "cat_rgba.png", "cat16.png"):
@@ -74,7 +76,7 @@ def test_explain_large_photo_bounded_and_boxes_in_original_pixels(tmp_path: Path
     assert (r["width"], r["height"]) == (6000, 4000) and r["topk"][0]["name"] == "espresso"
     x0, _, x1, y1 = r["topk"][0]["box"]
     assert x1 - x0 > 3000 and x1 <= 6000 and y1 <= 4000  # scaled to original pixels (10x the 600x400 photo)
-    assert max(_size(out / r["overlay"])) == 800
+    assert max(_size(out / r["overlay"])) == 512
 
 
 def test_explain_usage_errors(tmp_path: Path, capsys):

@@ -113,6 +113,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
             [b.name for b in res.topk],
             scores=[b.prob for b in res.topk],
             title=res.path.name,
+            tile_size=min(224, args.max_side),
         )
         atomic_save_png(out_dir / files_out["panel"], panel)
         return files_out
@@ -237,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--threshold", type=float, default=0.2, help="fraction of each map's max (default 0.2)")
     p.add_argument("--out", type=Path, default=Path("camloc_out"), help="output folder (default camloc_out)")
-    p.add_argument("--max-side", type=int, default=800, help="longest side of the PNGs written (default 800)")
+    p.add_argument("--max-side", type=int, default=512, help="longest side of the overlay PNGs (default 512)")
     p.add_argument("--no-images", action="store_true", help="write only results.jsonl and manifest.json")
     p.add_argument("--json", action="store_true", help="also print each result as a JSON line on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -80,7 +80,7 @@ class Explained:
 
     ``display`` is the image reduced to at most ``display_max_side`` (uint8 ``[h, w, 3]``), ``display_scale`` maps
     original pixels to display pixels (multiply), ``maps`` are the top-k maps normalised by their max
-    (``float32 [k, H_in, W_in]``, network-input frame, as thresholded).
+    (``float32 [k, h, w]`` at feature resolution; they stretch over the whole image, as the input does).
     """
 
     result: ImageResult
@@ -139,7 +139,7 @@ def explain_images(
     batch_size: int = 16,
     device: str | torch.device = "cpu",
     workers: int | None = None,
-    display_max_side: int = 800,
+    display_max_side: int = 512,
     progress: bool = False,
 ) -> Iterator[Explained | ImageFailure]:
     """Explain image files in input order, yielding :class:`Explained` or :class:`ImageFailure` per file.
@@ -174,9 +174,9 @@ def explain_images(
             if good:
                 x = torch.stack([it["x"] for it in good]).to(device)
                 out = cam(x, topk=topk)
-                up = out.upsampled()  # [n, k, H_in, W_in], upsampled once for boxes and drawings
+                up = out.upsampled()  # [n, k, H_in, W_in]: the paper upsamples before thresholding
                 loc = localize(up, threshold=threshold)
-                norm = normalize_maps(up, mode="max").cpu().numpy()
+                norm = normalize_maps(out.maps.float(), mode="max").cpu().numpy()  # drawings resize it themselves
                 classes = out.classes.cpu().tolist()
                 scores = out.scores.cpu().tolist()
             by_index = {it["index"]: n for n, it in enumerate(good)}

@@ -214,8 +214,8 @@ def _blend(img: np.ndarray, heat: np.ndarray, alpha: float) -> np.ndarray:
         return img.copy()
     if alpha == 1.0:
         return heat.copy()
-    out = (1.0 - alpha) * img.astype(np.float32) + alpha * heat.astype(np.float32)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    # OpenCV's saturating weighted sum: (1 - alpha) * img + alpha * heat, rounded (several times faster than numpy)
+    return cv2.addWeighted(img, 1.0 - alpha, heat, alpha, 0.0)
 
 
 def overlay(
