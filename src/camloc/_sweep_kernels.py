@@ -107,6 +107,21 @@ def _njit(fn):  # type: ignore[no-untyped-def]
 
 
 @_njit
+def _neighbour_code(a: np.ndarray, pp: int, wp: int) -> int:
+    """8-bit code of the 8 neighbours of padded pixel ``pp`` in ``a`` (row stride ``wp``), clockwise from top-left."""
+    return (
+        a[pp - wp - 1]
+        | (a[pp - wp] << 1)
+        | (a[pp - wp + 1] << 2)
+        | (a[pp + 1] << 3)
+        | (a[pp + wp + 1] << 4)
+        | (a[pp + wp] << 5)
+        | (a[pp + wp - 1] << 6)
+        | (a[pp - 1] << 7)
+    )
+
+
+@_njit
 def _find(parent: np.ndarray, x: int) -> int:
     while True:
         px = parent[x]
@@ -279,16 +294,7 @@ def fg_pass(
             pp = opp[idx]
             r = orr[idx]
             c = occ[idx]
-            m = (
-                inmask[pp - wp - 1]
-                | (inmask[pp - wp] << 1)
-                | (inmask[pp - wp + 1] << 2)
-                | (inmask[pp + 1] << 3)
-                | (inmask[pp + wp + 1] << 4)
-                | (inmask[pp + wp] << 5)
-                | (inmask[pp + wp - 1] << 6)
-                | (inmask[pp - 1] << 7)
-            )
+            m = _neighbour_code(inmask, pp, wp)
             inmask[pp] = 1
             n_parts_best = 0
             if m == 0:
@@ -445,16 +451,7 @@ def bg_pass(
             pp = opp[idx]
             r = orr[idx]
             c = occ[idx]
-            m = (
-                inbg[pp - wp - 1]
-                | (inbg[pp - wp] << 1)
-                | (inbg[pp - wp + 1] << 2)
-                | (inbg[pp + 1] << 3)
-                | (inbg[pp + wp + 1] << 4)
-                | (inbg[pp + wp] << 5)
-                | (inbg[pp + wp - 1] << 6)
-                | (inbg[pp - 1] << 7)
-            )
+            m = _neighbour_code(inbg, pp, wp)
             inbg[pp] = 1
             edge = r == 0 or c == 0 or r == h - 1 or c == w - 1
             reps = REP4[m]
