@@ -32,6 +32,8 @@ Without numba, :func:`component_boxes` / :func:`contour_boxes` evaluate each dis
 
 from __future__ import annotations
 
+import threading
+
 import cv2
 import numpy as np
 
@@ -106,6 +108,30 @@ def _njit(fn):  # type: ignore[no-untyped-def]
     return numba.njit(cache=True, nogil=True)(fn) if HAVE_NUMBA else fn
 
 
+MAX_SIDE = 32767  # pixel order packs (row, column) into one int32
+_WORK_ROWS = 14  # int32 rows a pass needs (pixel order, union-find and per-component statistics)
+_CACHE_MAX = 1 << 20  # padded pixels up to which a thread keeps its workspace between calls (<= 56 MB)
+_tls = threading.local()
+
+
+def workspace(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Scratch memory for one pass over an ``[h, w]`` map: int32 ``[_WORK_ROWS, n]`` and uint8 ``[n]``,
+    ``n >= (h + 2) * (w + 2)`` (contents undefined; the passes initialise what they read).
+
+    Each thread keeps its own and reuses it: on a 224 x 224 map, allocating the ~3 MB afresh costs about as
+    much in page faults as the pass itself. Larger maps than ``_CACHE_MAX`` padded pixels get fresh buffers.
+    """
+    n = (h + 2) * (w + 2)
+    if n > _CACHE_MAX:
+        return np.empty((_WORK_ROWS, n), np.int32), np.empty(n, np.uint8)
+    cached = getattr(_tls, "work", None)
+    if cached is None or cached[1].shape[0] < n:
+        cap = max(n, 64 * 64)
+        cached = (np.empty((_WORK_ROWS, cap), np.int32), np.empty(cap, np.uint8))
+        _tls.work = cached
+    return cached
+
+
 @_njit
 def _neighbour_code(a: np.ndarray, pp: int, wp: int) -> int:
     """8-bit code of the 8 neighbours of padded pixel ``pp`` in ``a`` (row stride ``wp``), clockwise from top-left."""
@@ -133,11 +159,53 @@ def _find(parent: np.ndarray, x: int) -> int:
 
 
 @_njit
+def map_stats(m: np.ndarray) -> tuple[float, float, bool, bool]:
+    """``(min, max, has_nan, has_inf)`` of a 1-D float array in one pass (min / max over the finite values)."""
+    mn = np.inf
+    mx = -np.inf
+    has_nan = False
+    has_inf = False
+    for i in range(m.shape[0]):
+        x = m[i]
+        if x != x:
+            has_nan = True
+        elif x == np.inf or x == -np.inf:
+            has_inf = True
+        else:
+            if x < mn:
+                mn = x
+            if x > mx:
+                mx = x
+    return mn, mx, has_nan, has_inf
+
+
+@_njit
+def quantize_map(m: np.ndarray, clip_low: bool, lo: float, rng: float, c255: float) -> tuple[np.ndarray, int]:
+    """``q = uint8(((m - lo) / rng) * 255)`` (or ``max(m, lo)`` in place of ``m - lo`` with ``clip_low``) and
+    ``max(q)``; ``m`` 1-D float, ``lo`` / ``rng`` / ``c255`` scalars of ``m``'s dtype, so the arithmetic is
+    the map's own (float32 stays float32) and equals NumPy's elementwise result bit for bit."""
+    q = np.empty(m.shape[0], np.uint8)
+    qmax = 0
+    for i in range(m.shape[0]):
+        x = m[i]
+        if clip_low:
+            if x < lo:
+                x = lo
+        else:
+            x = x - lo
+        v = int((x / rng) * c255)
+        q[i] = v
+        if v > qmax:
+            qmax = v
+    return q, qmax
+
+
+@_njit
 def float_buckets(values: np.ndarray, cuts: np.ndarray, strict: bool) -> np.ndarray:
     """Bucket of each value for ascending unique ``cuts`` (checkpoint K-1-j keeps ``value >= cuts[j]``, or
-    ``>`` when ``strict``): ``K - #{j: cut j passes}``; exact comparisons, interpolated first guess."""
+    ``>`` when ``strict``): ``K - #{j: cut j passes}`` (int32); exact comparisons, interpolated first guess."""
     n = cuts.shape[0]
-    out = np.empty(values.shape[0], np.int64)
+    out = np.empty(values.shape[0], np.int32)
     span = cuts[n - 1] - cuts[0]
     scale = (n - 1) / span if n > 1 and span > 0 else 0.0
     for p in range(values.shape[0]):
@@ -168,29 +236,24 @@ def float_buckets(values: np.ndarray, cuts: np.ndarray, strict: bool) -> np.ndar
 
 
 @_njit
-def _order_padded(bucket: np.ndarray, h: int, w: int, n_b: int) -> tuple[np.ndarray, ...]:
-    """Counting sort by bucket (0..n_b); pixels as padded indices ``(r + 1) * (w + 2) + c + 1`` plus r and c."""
-    wp = w + 2
+def _order(bucket: np.ndarray, h: int, w: int, n_b: int, orc: np.ndarray) -> np.ndarray:
+    """Counting sort by bucket (0..n_b) into ``orc`` (int32 [>= h * w]): pixels as ``r << 16 | c`` (h, w <=
+    MAX_SIDE), raster order within a bucket. Returns the bucket starts, int64 [n_b + 2]."""
     starts = np.zeros(n_b + 2, np.int64)
     for p in range(h * w):
         starts[bucket[p] + 1] += 1
     for b in range(n_b + 1):
         starts[b + 1] += starts[b]
     fill = starts.copy()
-    opp = np.empty(h * w, np.int32)
-    orr = np.empty(h * w, np.int32)
-    occ = np.empty(h * w, np.int32)
     p = 0
     for r in range(h):
         for c in range(w):
             b = bucket[p]
             pos = fill[b]
-            opp[pos] = (r + 1) * wp + c + 1
-            orr[pos] = r
-            occ[pos] = c
+            orc[pos] = (r << 16) | c
             fill[b] = pos + 1
             p += 1
-    return starts, opp, orr, occ
+    return starts
 
 
 @_njit
@@ -252,10 +315,12 @@ def fg_pass(
     deltas: np.ndarray,
     plus_one: bool,
     clip: bool,
+    work: np.ndarray,
+    flags: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Grow the mask checkpoint by checkpoint; union-find over 8-connected foreground components.
 
-    ``bucket``: int64 [h * w], first checkpoint whose mask holds the pixel (``n_ck`` = none). Returns, per
+    ``bucket``: int32 [h * w], first checkpoint whose mask holds the pixel (``n_ck`` = none). Returns, per
     checkpoint: ``box`` int64 [K, 4] (selected component's ``(c0, r0, c1 + 1, r1 + 1)``; -1s if the mask is
     empty; with SELECT_NONE only ``box[:, 0] >= 0`` = "not empty"), ``hit`` uint8 [K, D] (multi: some
     component's box, x1/y1 clipped to w-1/h-1 if ``clip``, has IoU >= deltas[j] with some GT box), ``ties`` int64
@@ -266,19 +331,13 @@ def fg_pass(
     n_all = (h + 2) * wp
     n_pix = h * w
     n_delta = deltas.shape[0]
-    starts, opp, orr, occ = _order_padded(bucket, h, w, n_ck)
+    orc = work[0]
+    starts = _order(bucket, h, w, n_ck, orc)
     off = np.array([-wp - 1, -wp, -wp + 1, 1, wp + 1, wp, wp - 1, -1], np.int64)
-    inmask = np.zeros(n_all, np.uint8)
-    parent = np.empty(n_all, np.int32)
-    size = np.empty(n_all, np.int32)
-    bx0 = np.empty(n_all, np.int32)
-    by0 = np.empty(n_all, np.int32)
-    bx1 = np.empty(n_all, np.int32)
-    by1 = np.empty(n_all, np.int32)
-    first = np.empty(n_all, np.int32)
-    area2 = np.empty(n_all, np.int32)
-    euler4 = np.empty(n_all, np.int32)
-    level = np.empty(n_all, np.int32)
+    inmask = flags
+    inmask[:n_all] = 0
+    parent, size, bx0, by0, bx1, by1 = work[3], work[4], work[5], work[6], work[7], work[8]
+    first, area2, euler4, level = work[9], work[10], work[11], work[12]
     level_count = np.zeros(n_delta + 1, np.int64)
     out_box = np.full((n_ck, 4), -1, np.int64)
     out_hit = np.zeros((n_ck, n_delta), np.uint8)
@@ -291,9 +350,10 @@ def fg_pass(
     best_root = -1
     for k in range(n_ck):
         for idx in range(starts[k], starts[k + 1]):
-            pp = opp[idx]
-            r = orr[idx]
-            c = occ[idx]
+            rc = orc[idx]
+            r = rc >> 16
+            c = rc & 0xFFFF
+            pp = (r + 1) * wp + c + 1
             m = _neighbour_code(inmask, pp, wp)
             inmask[pp] = 1
             n_parts_best = 0
@@ -313,11 +373,35 @@ def fg_pass(
                     lv = _match_level(c, r, c + 1, r + 1, h, w, gt, deltas, plus_one, clip)
                     level[pp] = lv
                     level_count[lv] += 1
-            else:
+            elif REP8[m] & (REP8[m] - 1) == 0:  # one run of set neighbours: joins one component (most pixels)
+                root = _find(parent, pp + off[LOW[REP8[m]]])
+                parent[pp] = root
+                size[root] += 1
+                if select == SELECT_PIXELS:
+                    first[root] = min(first[root], r * w + c)
+                elif select == SELECT_AREA and area2[root] == best_key:
+                    n_parts_best = 1
+                area2[root] += DA2[m]
+                if holes:
+                    had_hole = euler4[root] != 4
+                    euler4[root] += DE4[m]
+                    n_holed += (euler4[root] != 4) - had_hole
+                if c < bx0[root] or c >= bx1[root] or r < by0[root] or r >= by1[root]:
+                    if multi:
+                        level_count[level[root]] -= 1
+                    bx0[root] = min(bx0[root], c)
+                    bx1[root] = max(bx1[root], c + 1)
+                    by0[root] = min(by0[root], r)
+                    by1[root] = max(by1[root], r + 1)
+                    if multi:
+                        lv = _match_level(bx0[root], by0[root], bx1[root], by1[root], h, w, gt, deltas, plus_one, clip)
+                        level[root] = lv
+                        level_count[lv] += 1
+            else:  # several runs: one find per run; parts are merged into root as they come
                 reps = REP8[m]
                 n_roots = 0
                 root = -1
-                while reps:  # one find per run of set neighbours; parts are merged into root as they come
+                while reps:
                     i = LOW[reps]
                     reps &= reps - 1
                     rq = _find(parent, pp + off[i])
@@ -416,11 +500,13 @@ def bg_pass(
     deltas: np.ndarray,
     plus_one: bool,
     clip: bool,
+    work: np.ndarray,
+    flags: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Shrink the background checkpoint by checkpoint (it grows as k falls); union-find over 4-connected
     background components that know whether they touch the image border (a *hole* when they do not).
 
-    Returns ``phi`` int64 [h * w], each pixel's bucket in the *filled* masks (mask + holes + what is inside
+    Returns ``phi`` int32 [h * w], each pixel's bucket in the *filled* masks (mask + holes + what is inside
     them = the complement of the border-connected background), and ``hit`` uint8 [K, D] (multi: some hole
     contour's box — the hole's pixel bbox grown by one pixel per side, as ``cv2.findContours(RETR_TREE)``
     reports it, clipped if ``clip`` — has IoU >= deltas[j] with a GT box).
@@ -428,29 +514,24 @@ def bg_pass(
     wp = w + 2
     n_all = (h + 2) * wp
     n_delta = deltas.shape[0]
-    starts, opp, orr, occ = _order_padded(bucket, h, w, n_ck)
+    orc = work[0]
+    starts = _order(bucket, h, w, n_ck, orc)
     off = np.array([-wp - 1, -wp, -wp + 1, 1, wp + 1, wp, wp - 1, -1], np.int64)
-    inbg = np.zeros(n_all, np.uint8)
-    parent = np.empty(n_all, np.int32)
-    size = np.empty(n_all, np.int32)
-    bx0 = np.empty(n_all, np.int32)
-    by0 = np.empty(n_all, np.int32)
-    bx1 = np.empty(n_all, np.int32)
-    by1 = np.empty(n_all, np.int32)
-    border = np.empty(n_all, np.uint8)
-    level = np.empty(n_all, np.int32)
-    nxt = np.empty(n_all, np.int32)  # pixel lists of enclosed components, to stamp phi when they open
-    tail = np.empty(n_all, np.int32)
+    inbg = flags
+    inbg[:n_all] = 0
+    parent, size, bx0, by0, bx1, by1 = work[3], work[4], work[5], work[6], work[7], work[8]
+    border, level, tail, phi_p = work[9], work[10], work[11], work[12]
+    nxt = work[13]  # pixel lists of enclosed components, to stamp phi when they open
     level_count = np.zeros(n_delta + 1, np.int64)
     roots = np.empty(4, np.int64)
-    phi_p = np.empty(n_all, np.int64)
     out_hit = np.zeros((n_ck, n_delta), np.uint8)
     for k in range(n_ck - 1, -2, -1):
         stamp = k + 1
         for idx in range(starts[k + 1], starts[k + 2]):
-            pp = opp[idx]
-            r = orr[idx]
-            c = occ[idx]
+            rc = orc[idx]
+            r = rc >> 16
+            c = rc & 0xFFFF
+            pp = (r + 1) * wp + c + 1
             m = _neighbour_code(inbg, pp, wp)
             inbg[pp] = 1
             edge = r == 0 or c == 0 or r == h - 1 or c == w - 1
@@ -545,7 +626,7 @@ def bg_pass(
             for j in range(n_delta, 0, -1):
                 above += level_count[j]
                 out_hit[k, j - 1] = 1 if above > 0 else 0
-    phi = np.empty(h * w, np.int64)
+    phi = np.empty(h * w, np.int32)
     p = 0
     for r in range(h):
         for c in range(w):

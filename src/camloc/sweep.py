@@ -174,35 +174,63 @@ def get_protocol(protocol: str | Protocol) -> Protocol:
 
 
 def _as_map(name: str, score_map: Any) -> np.ndarray:
+    """Validated C-contiguous ``[H, W]`` map: float32 stays float32, every other real dtype becomes float64."""
     arr = as_numpy(name, score_map)
     if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
         fail(name, "a non-empty 2-D score map [H, W]", f"shape {tuple(arr.shape)}")
     if arr.dtype.kind not in "iuf":
         fail(name, "a real-valued score map", f"dtype {arr.dtype}")
-    return np.asarray(arr, dtype=np.float64)
+    return np.ascontiguousarray(arr, dtype=np.float32 if arr.dtype == np.float32 else np.float64)
+
+
+@dataclass(frozen=True)
+class _Scale:
+    """How a map is normalised: ``kind`` "zeros" (all-zero result), "empty" (paper, max <= 0: every mask
+    empty), "max" (``max(M, lo) / rng``), "minmax" (``(M - lo) / rng``) or "none"; ``lo`` / ``rng`` are scalars
+    in the map's dtype, so float32 maps are normalised in float32 exactly as NumPy code written for them."""
+
+    kind: str
+    lo: Any = 0.0
+    rng: Any = 1.0
+
+
+def _scale(name: str, m: np.ndarray, proto: Protocol) -> _Scale:
+    if _USE_KERNEL:
+        mn, mx, has_nan, has_inf = _k.map_stats(m.ravel())
+    else:
+        has_nan = bool(np.isnan(m).any())
+        has_inf = not has_nan and not bool(np.isfinite(m).all())
+        mn, mx = (m.min(), m.max()) if not (has_nan or has_inf) else (0.0, 0.0)
+    if has_nan and proto.nan_policy == "zeros":
+        return _Scale("zeros")
+    if has_nan or has_inf:
+        what = "NaN" if has_nan else "inf"
+        fail(name, "finite (no NaN or inf values)", f"a score map with {what} values")
+    t = m.dtype.type
+    if proto.normalize == "max":
+        return _Scale("empty") if mx <= 0 else _Scale("max", t(0), t(mx))
+    if proto.normalize == "minmax":
+        # (M - min) / max(M - min): the max of the differences is exactly max - min rounded in the map's dtype
+        return _Scale("zeros") if mn == mx else _Scale("minmax", t(mn), t(mx) - t(mn))
+    return _Scale("none")
+
+
+def _apply(m: np.ndarray, s: _Scale) -> np.ndarray:
+    """The normalised map in ``m``'s dtype."""
+    if s.kind in ("zeros", "empty"):
+        return np.zeros_like(m)
+    if s.kind == "max":
+        return np.maximum(m, s.lo) / s.rng
+    if s.kind == "minmax":
+        return (m - s.lo) / s.rng
+    return m
 
 
 def _normalized(name: str, score_map: Any, proto: Protocol) -> tuple[np.ndarray, bool]:
     """float64 normalised map and whether every mask is empty by definition (paper, max <= 0)."""
     m = _as_map(name, score_map)
-    has_nan = bool(np.isnan(m).any())
-    if has_nan and proto.nan_policy == "zeros":
-        return np.zeros_like(m), False
-    if has_nan or not np.isfinite(m).all():
-        what = "NaN" if has_nan else "inf"
-        fail(name, "finite (no NaN or inf values)", f"a score map with {what} values")
-    if proto.normalize == "max":
-        mx = m.max()
-        if mx <= 0:
-            return np.zeros_like(m), True
-        return np.maximum(m, 0.0) / mx, False
-    if proto.normalize == "minmax":
-        mn, mx = m.min(), m.max()
-        if mn == mx:
-            return np.zeros_like(m), False
-        v = m - mn
-        return v / v.max(), False
-    return m, False
+    s = _scale(name, m, proto)
+    return _apply(m, s).astype(np.float64, copy=False), s.kind == "empty"
 
 
 def normalize_score_map(score_map: Any, *, protocol: str | Protocol = "paper") -> np.ndarray:
@@ -210,42 +238,53 @@ def normalize_score_map(score_map: Any, *, protocol: str | Protocol = "paper") -
 
     ``score_map``: ``[H, W]`` numpy array or torch tensor. ``"paper"``: ``max(M, 0) / max(M)`` (zeros when
     ``max(M) <= 0``; the sweep then treats every mask as empty); ``"wsolevaluation"``: min-max, flat or NaN ->
-    zeros.
+    zeros. A float32 map is normalised in float32 arithmetic (as the NumPy code of both originals does on
+    float32 CAMs) and returned as float64; any other dtype is normalised in float64.
     """
     return _normalized("score_map", score_map, get_protocol(protocol))[0]
 
 
 @dataclass(frozen=True)
 class _Checkpoints:
-    bucket: np.ndarray  # int64 [H * W]: first checkpoint containing the pixel, K = never
+    bucket: np.ndarray  # int32 [H * W]: first checkpoint containing the pixel, K = never
     index: np.ndarray  # int64 [T]: checkpoint of each threshold
     n: int  # K
 
 
-def _checkpoints(v: np.ndarray, empty: bool, thr: np.ndarray, proto: Protocol) -> _Checkpoints:
+def _checkpoints(name: str, score_map: Any, thr: np.ndarray, proto: Protocol) -> tuple[_Checkpoints, np.ndarray]:
+    """Checkpoints of a map's sweep and the validated map (float32 or float64 ``[H, W]``)."""
+    m = _as_map(name, score_map)
+    s = _scale(name, m, proto)
+    empty = s.kind == "empty"
+    v: np.ndarray | None = None
     if proto.quantize_uint8:
-        q = (v * 255).astype(np.uint8)
-        qmax = float(q.max())
-        cut = np.trunc(thr * qmax)  # int(t * max(q)), as Python's int() truncates
-        values: np.ndarray = q
+        if _USE_KERNEL and s.kind in ("max", "minmax"):  # one fused pass: normalise, quantise, max
+            q, qmax = _k.quantize_map(m.ravel(), s.kind == "max", s.lo, s.rng, m.dtype.type(255))
+        else:
+            v = _apply(m, s)
+            q = (v * v.dtype.type(255)).astype(np.uint8).ravel()
+            qmax = int(q.max())
+        cut = np.trunc(thr * float(qmax))  # int(t * max(q)), as Python's int() truncates
     else:
+        v = _apply(m, s)
         cut = thr
-        values = v
     # checkpoints run from the strictest cut-off (smallest mask) to the loosest
     uniq, inv = np.unique(cut, return_inverse=True)
     n = int(uniq.size)
     index = (n - 1 - inv).astype(np.int64)
     if empty:
-        return _Checkpoints(np.full(v.size, n, np.int64), index, n)
+        return _Checkpoints(np.full(m.size, n, np.int32), index, n), m
     side: Literal["left", "right"] = "left" if proto.strict_greater else "right"
     if proto.quantize_uint8:
-        lut = (n - np.searchsorted(uniq, np.arange(256, dtype=np.float64), side=side)).astype(np.int64)
-        bucket = lut[values.ravel()]
-    elif _USE_KERNEL:
-        bucket = _k.float_buckets(values.ravel(), uniq, proto.strict_greater)
+        lut = (n - np.searchsorted(uniq, np.arange(256, dtype=np.float64), side=side)).astype(np.int32)
+        bucket = lut[q]
     else:
-        bucket = (n - np.searchsorted(uniq, values.ravel(), side=side)).astype(np.int64)
-    return _Checkpoints(bucket, index, n)
+        assert v is not None
+        if _USE_KERNEL:
+            bucket = _k.float_buckets(v.ravel(), uniq, proto.strict_greater)
+        else:
+            bucket = (n - np.searchsorted(uniq, v.ravel(), side=side)).astype(np.int32)
+    return _Checkpoints(bucket, index, n), m
 
 
 def _mask(ck: _Checkpoints, k: int, shape: tuple[int, int]) -> np.ndarray:
@@ -260,8 +299,8 @@ def _clip_boxes(boxes: np.ndarray, shape: tuple[int, int], proto: Protocol) -> n
 
 
 def _run(
-    v: np.ndarray,
-    empty: bool,
+    name: str,
+    score_map: Any,
     thr: np.ndarray,
     proto: Protocol,
     gt: np.ndarray,
@@ -273,38 +312,39 @@ def _run(
     Returns the checkpoints, float64 boxes [K, 4] (single mode; empty mask -> 0s) and uint8 hits [K, D]
     (multi mode, else None). ``deltas`` ascending.
     """
-    shape = v.shape
-    ck = _checkpoints(v, empty, thr, proto)
+    ck, m = _checkpoints(name, score_map, thr, proto)
+    shape = m.shape
     contour = proto.candidates == "contour"
     plus_one = proto.iou_convention == "wsol"
     clip = proto.clip_last_pixel
     boxes = np.zeros((ck.n, 4), np.float64)
     hits: np.ndarray | None = np.zeros((ck.n, deltas.size), np.uint8) if multi else None
-    if _USE_KERNEL:
+    if _USE_KERNEL and max(shape) <= _k.MAX_SIDE:
         h, w = shape
         bucket = ck.bucket
+        rest = (gt, deltas, plus_one, clip, *_k.workspace(h, w))
         exact = np.zeros(0, np.int64)
         empties = np.zeros(0, np.int64)
         if multi:
-            kb, kh, _, holed = _k.fg_pass(bucket, h, w, ck.n, _k.SELECT_NONE, True, contour, gt, deltas, plus_one, clip)
+            kb, kh, _, holed = _k.fg_pass(bucket, h, w, ck.n, _k.SELECT_NONE, True, contour, *rest)
             assert hits is not None
             hits[:] = kh
             empties = np.flatnonzero(kb[:, 0] < 0)
             if contour:  # hole contours are candidates too; they only matter where a hit is still missing
                 exact = np.flatnonzero((holed > 0) & ~kh.all(axis=1))
                 if exact.size > _PER_MASK_LIMIT:
-                    hits |= _k.bg_pass(bucket, h, w, ck.n, True, gt, deltas, plus_one, clip)[1]
+                    hits |= _k.bg_pass(bucket, h, w, ck.n, True, *rest)[1]
                     exact = np.zeros(0, np.int64)
         else:
             select = _k.SELECT_AREA if contour else _k.SELECT_PIXELS
-            kb, _, ties, holed = _k.fg_pass(bucket, h, w, ck.n, select, False, contour, gt, deltas, plus_one, clip)
+            kb, _, ties, holed = _k.fg_pass(bucket, h, w, ck.n, select, False, contour, *rest)
             if contour:
                 # exact unless another component has a hole (its outer contour encloses the hole, so its area
                 # is unknown here) or several components share the largest area (OpenCV's order decides)
                 exact = np.flatnonzero((ties > 1) | (holed > 0))
                 if exact.size > _PER_MASK_LIMIT:  # redo the sweep on the filled masks: areas are exact there
-                    phi = _k.bg_pass(bucket, h, w, ck.n, False, gt, deltas, plus_one, clip)[0]
-                    kb, _, ties, _ = _k.fg_pass(phi, h, w, ck.n, select, False, False, gt, deltas, plus_one, clip)
+                    phi = _k.bg_pass(bucket, h, w, ck.n, False, *rest)[0]
+                    kb, _, ties, _ = _k.fg_pass(phi, h, w, ck.n, select, False, False, *rest)
                     exact = np.flatnonzero(ties > 1)
             nonempty = kb[:, 0] >= 0
             boxes[nonempty] = _clip_boxes(kb[nonempty].astype(np.float64), shape, proto)
@@ -345,8 +385,7 @@ def sweep_boxes(
     """
     proto = get_protocol(protocol)
     thr = _as_thresholds(proto.thresholds if thresholds is None else thresholds)
-    v, empty = _normalized("score_map", score_map, proto)
-    ck, boxes, _ = _run(v, empty, thr, proto, np.zeros((0, 4)), np.zeros(0), False)
+    ck, boxes, _ = _run("score_map", score_map, thr, proto, np.zeros((0, 4)), np.zeros(0), False)
     return boxes[ck.index]
 
 
@@ -372,11 +411,10 @@ def sweep_hits(
     thr = _as_thresholds(proto.thresholds if thresholds is None else thresholds)
     deltas = _as_thresholds(iou_thresholds, "iou_thresholds")
     gt = np.ascontiguousarray(as_boxes("gt_boxes", gt_boxes, allow_empty=False))
-    v, empty = _normalized(name, score_map, proto)
     order = np.argsort(deltas, kind="stable")
     d_sorted = np.ascontiguousarray(deltas[order])
     plus_one = proto.iou_convention == "wsol"
-    ck, boxes, hits = _run(v, empty, thr, proto, gt, d_sorted, bool(multi_box))
+    ck, boxes, hits = _run(name, score_map, thr, proto, gt, d_sorted, bool(multi_box))
     if multi_box:
         assert hits is not None
         per_ck = np.empty_like(hits, dtype=bool)
