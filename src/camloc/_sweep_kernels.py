@@ -303,6 +303,26 @@ def _match_level(
 
 
 @_njit
+def box_levels(boxes: np.ndarray, gt: np.ndarray, deltas: np.ndarray, plus_one: bool) -> np.ndarray:
+    """For float64 boxes [K, 4]: how many of the ascending ``deltas`` each reaches (best IoU over ``gt``)."""
+    out = np.empty(boxes.shape[0], np.int64)
+    for k in range(boxes.shape[0]):
+        best = 0.0
+        for g in range(gt.shape[0]):
+            v = _box_iou1(
+                boxes[k, 0], boxes[k, 1], boxes[k, 2], boxes[k, 3], gt[g, 0], gt[g, 1], gt[g, 2], gt[g, 3], plus_one
+            )
+            if v > best:
+                best = v
+        lvl = 0
+        for j in range(deltas.shape[0]):
+            if best >= deltas[j]:
+                lvl = j + 1
+        out[k] = lvl
+    return out
+
+
+@_njit
 def fg_pass(
     bucket: np.ndarray,
     h: int,

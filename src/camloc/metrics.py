@@ -53,9 +53,9 @@ from camloc.sweep import (
     WSOL_THRESHOLDS,
     Protocol,
     _as_thresholds,
+    _hits,
     _normalized,
     get_protocol,
-    sweep_hits,
 )
 
 __all__ = [
@@ -300,6 +300,7 @@ class _BoxSweep:
         for d in deltas:
             check_number("iou_thresholds", float(d), low=0.0, high=1.0)
         self.iou_thresholds = tuple(float(d) for d in deltas)
+        self._deltas = np.asarray(self.iou_thresholds, np.float64)
         self.reset()
 
     def reset(self) -> None:
@@ -314,15 +315,7 @@ class _BoxSweep:
         _same_length({"score_maps": maps, "gt_boxes": gts})
         correct = np.zeros_like(self._correct)  # committed only once every image went through
         for i, (m, g) in enumerate(zip(maps, gts)):
-            hits = sweep_hits(
-                m,
-                g,
-                protocol=self.protocol,
-                thresholds=self.thresholds,
-                iou_thresholds=self.iou_thresholds,
-                multi_box=self._multi,
-                name=f"score_maps[{i}]",
-            )
+            hits = _hits(f"score_maps[{i}]", m, g, self.protocol, self.thresholds, self._deltas, self._multi)
             correct += hits.T
         self._correct += correct
         self._n += len(maps)

@@ -251,6 +251,16 @@ class _Checkpoints:
     n: int  # K
 
 
+def _unique(cut: np.ndarray, int_max: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(cut, return_inverse=True)``; by counting when ``cut`` holds integers in ``0..int_max``."""
+    if int_max >= 0 and cut.min() >= 0 and cut.max() <= int_max:
+        ci = cut.astype(np.int64)
+        present = np.zeros(int_max + 1, bool)
+        present[ci] = True
+        return np.flatnonzero(present).astype(np.float64), (np.cumsum(present) - 1)[ci]
+    return np.unique(cut, return_inverse=True)
+
+
 def _checkpoints(name: str, score_map: Any, thr: np.ndarray, proto: Protocol) -> tuple[_Checkpoints, np.ndarray]:
     """Checkpoints of a map's sweep and the validated map (float32 or float64 ``[H, W]``)."""
     m = _as_map(name, score_map)
@@ -269,7 +279,7 @@ def _checkpoints(name: str, score_map: Any, thr: np.ndarray, proto: Protocol) ->
         v = _apply(m, s)
         cut = thr
     # checkpoints run from the strictest cut-off (smallest mask) to the loosest
-    uniq, inv = np.unique(cut, return_inverse=True)
+    uniq, inv = _unique(cut, 255 if proto.quantize_uint8 else -1)
     n = int(uniq.size)
     index = (n - 1 - inv).astype(np.int64)
     if empty:
@@ -410,15 +420,27 @@ def sweep_hits(
     proto = get_protocol(protocol)
     thr = _as_thresholds(proto.thresholds if thresholds is None else thresholds)
     deltas = _as_thresholds(iou_thresholds, "iou_thresholds")
-    gt = np.ascontiguousarray(as_boxes("gt_boxes", gt_boxes, allow_empty=False))
+    gt = as_boxes("gt_boxes", gt_boxes, allow_empty=False)
+    return _hits(name, score_map, gt, proto, thr, deltas, bool(multi_box))
+
+
+def _hits(
+    name: str, score_map: Any, gt: np.ndarray, proto: Protocol, thr: np.ndarray, deltas: np.ndarray, multi: bool
+) -> np.ndarray:
+    """:func:`sweep_hits` on validated ``gt`` float64 [G, 4], thresholds and IoU thresholds -> bool [T, D]."""
+    gt = np.ascontiguousarray(gt)
     order = np.argsort(deltas, kind="stable")
     d_sorted = np.ascontiguousarray(deltas[order])
     plus_one = proto.iou_convention == "wsol"
-    ck, boxes, hits = _run(name, score_map, thr, proto, gt, d_sorted, bool(multi_box))
-    if multi_box:
+    ck, boxes, hits = _run(name, score_map, thr, proto, gt, d_sorted, multi)
+    if multi:
         assert hits is not None
         per_ck = np.empty_like(hits, dtype=bool)
         per_ck[:, order] = hits.astype(bool)
+    elif _USE_KERNEL:
+        levels = _k.box_levels(boxes, gt, d_sorted, plus_one)  # how many sorted deltas each box reaches
+        per_ck = np.empty((ck.n, deltas.size), dtype=bool)
+        per_ck[:, order] = levels[:, None] > np.arange(deltas.size)[None, :]
     else:
         best = iou_matrix(boxes, gt, plus_one).max(axis=1)
         per_ck = best[:, None] >= deltas[None, :]
