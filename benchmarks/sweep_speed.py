@@ -12,7 +12,8 @@ upsampled CAMs; 1-3 random GT boxes each), for each protocol, threshold count (1
 * camloc: ``MaxBoxAcc`` / ``MaxBoxAccV2`` (``update`` + ``compute``) with the same protocol and thresholds.
 
 Prints time per image, the speed-up and whether the per-threshold accuracy curves are identical. Both run in
-one process, interleaved per configuration, so a busy machine slows both alike (the ratio is what to read).
+one process on one thread, interleaved in chunks of ``--chunk`` images (alternating which goes first), so a
+machine whose speed drifts slows both alike: the ratio is what to read.
 
 Usage::
 
@@ -106,7 +107,7 @@ def reference_curves(maps, gts, protocol: str, thresholds: np.ndarray, deltas: t
             image = ((cam / cam.max()) * 255).astype(np.uint8)
             best = [iou_max(ref_wsol_boxes(image, t, multi), gt, True) for t in thresholds]
         correct += np.asarray(best)[None, :] >= d[:, None]
-    return correct / len(maps)
+    return correct
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-images", type=int, default=200)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--chunk", type=int, default=10, help="images per interleaved timing chunk")
     args = ap.parse_args(argv)
     maps, gts = make_data(args.n_images, args.size, args.seed)
     engine = "numba one-pass" if sweep._USE_KERNEL else "OpenCV per distinct mask (numba missing)"
@@ -129,14 +131,25 @@ def main(argv: list[str] | None = None) -> int:
                 ("MaxBoxAcc", MaxBoxAcc, (0.5,), False),
                 ("MaxBoxAccV2", MaxBoxAccV2, DELTAS_V2, True),
             ):
-                t0 = time.perf_counter()
-                ref = reference_curves(maps, gts, protocol, thr, deltas, multi)
-                t_ref = (time.perf_counter() - t0) / len(maps) * 1e3
-                t0 = time.perf_counter()
                 acc = cls(protocol=protocol, thresholds=thr)
-                acc.update(maps, gts)
+                ref = np.zeros((len(deltas), thr.size))
+                t_ref = t_cam = 0.0
+                for j, start in enumerate(range(0, len(maps), args.chunk)):
+                    part = slice(start, start + args.chunk)
+                    for which in ("ref", "cam") if j % 2 == 0 else ("cam", "ref"):
+                        t0 = time.perf_counter()
+                        if which == "ref":
+                            ref += reference_curves(maps[part], gts[part], protocol, thr, deltas, multi)
+                            t_ref += time.perf_counter() - t0
+                        else:
+                            acc.update(maps[part], gts[part])
+                            t_cam += time.perf_counter() - t0
+                t0 = time.perf_counter()
                 res = acc.compute()
-                t_cam = (time.perf_counter() - t0) / len(maps) * 1e3
+                t_cam += time.perf_counter() - t0
+                ref /= len(maps)
+                t_ref *= 1e3 / len(maps)
+                t_cam *= 1e3 / len(maps)
                 curves = np.atleast_2d(res.accuracy)
                 same = "yes" if np.array_equal(curves, ref) else "NO"
                 print(

@@ -15,12 +15,13 @@ boxes at 20 % of the max):
 
 ``"wsolevaluation"`` — clovaai/wsolevaluation (Choe et al., CVPR 2020), ``evaluation.py`` +
 ``inference.normalize_scoremap``, reproduced exactly:
-  * min-max normalise in float64: ``v = (M - min) / (max - min)``; a map that is flat or contains a NaN becomes
-    all zeros (as the original does; it never raises on NaN). inf values are rejected (the original fails on
-    them too).
-  * quantise: ``q = uint8(v * 255)`` (truncation); at threshold ``t`` the cut-off is ``int(t * max(q))`` and a
-    pixel is kept when ``q > cut-off`` (strictly: ``cv2.THRESH_BINARY``). Default thresholds
-    ``np.arange(0, 1, 0.001)`` (``cam_curve_interval=0.001``).
+  * min-max normalise: ``v = (M - min) / (max - min)``; a map that is flat or contains a NaN becomes all zeros
+    (as the original does; it never raises on NaN). inf values are rejected (the original fails on them too).
+  * quantise: ``q = uint8(v * 255)`` (truncation). Normalising and quantising run in the map's own precision,
+    as the original's NumPy code does on the float32 CAMs a network gives: a float32 map in float32 (float64
+    arithmetic moves a few pixels per million by one level), any other dtype in float64.
+  * at threshold ``t`` the cut-off is ``int(t * max(q))`` and a pixel is kept when ``q > cut-off`` (strictly:
+    ``cv2.THRESH_BINARY``). Default thresholds ``np.arange(0, 1, 0.001)`` (``cam_curve_interval=0.001``).
   * candidates are OpenCV contours: ``cv2.findContours(RETR_TREE, CHAIN_APPROX_SIMPLE)``, which returns one outer
     contour per 8-connected component **and one contour per hole**; the single box is the contour with the
     largest ``cv2.contourArea`` (the polygon through the border pixel centres, holes included — not the pixel
@@ -35,6 +36,8 @@ thin component has a small polygon area); hole contours are extra candidates for
 and the "+1" IoU change IoU near borders and for small boxes. Numbers from the two presets are not
 interchangeable: always report which one was used.
 
+Both presets normalise a float32 map in float32 arithmetic and any other map in float64.
+
 Engine. The masks of a sweep are nested, so the answers at all thresholds come from one pass over the pixels
 in value order with a union-find over 8-connected components (:mod:`camloc._sweep_kernels`, compiled with
 numba; without numba every distinct mask is labelled with OpenCV instead: same answers, slower). Thresholds
@@ -45,7 +48,9 @@ MaxBoxAccV2: where no component has a hole or every IoU level is already hit). T
 settled exactly too: one by one with ``cv2.findContours`` on that mask, or, when there are many, by a second
 pass over the filled masks (a background union-find that finds holes and the hole contours' boxes). So every
 threshold's answer equals the original's; ``benchmarks/sweep_speed.py`` measures both against per-threshold
-loops.
+loops. Per map the work is one fused normalise-and-quantise pass, a counting sort of the pixels by checkpoint
+and the union-find pass, in scratch buffers each thread keeps between maps (fresh buffers cost about as much
+in page faults as the pass itself). The kernels release the GIL.
 """
 
 from __future__ import annotations
