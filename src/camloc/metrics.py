@@ -300,7 +300,6 @@ class _BoxSweep:
         for d in deltas:
             check_number("iou_thresholds", float(d), low=0.0, high=1.0)
         self.iou_thresholds = tuple(float(d) for d in deltas)
-        self._deltas = np.asarray(self.iou_thresholds, np.float64)
         self.reset()
 
     def reset(self) -> None:
@@ -314,8 +313,9 @@ class _BoxSweep:
         gts = _per_image_gt("gt_boxes", gt_boxes)
         _same_length({"score_maps": maps, "gt_boxes": gts})
         correct = np.zeros_like(self._correct)  # committed only once every image went through
+        deltas = np.asarray(self.iou_thresholds, np.float64)
         for i, (m, g) in enumerate(zip(maps, gts)):
-            hits = _hits(f"score_maps[{i}]", m, g, self.protocol, self.thresholds, self._deltas, self._multi)
+            hits = _hits(f"score_maps[{i}]", m, g, self.protocol, self.thresholds, deltas, self._multi)
             correct += hits.T
         self._correct += correct
         self._n += len(maps)
