@@ -55,14 +55,9 @@ def _check_exact(model: nn.Module, size: int, *, pool: str = "avg") -> None:
         ref = model(x)
     torch.testing.assert_close(out.logits, ref, rtol=0, atol=1e-9)
     head = cam.head
-    b = head.bias if head.bias is not None else torch.zeros(head.num_classes, dtype=torch.float64)
-    if head.activation == "relu":
-        got = out.maps.mean((2, 3))  # bias and ReLU are inside the map for conv-before-pool heads
-    elif pool == "avg":
-        got = out.maps.mean((2, 3)) + b[out.classes]
-    else:
-        raise AssertionError
-    torch.testing.assert_close(got, ref.gather(1, out.classes), rtol=1e-9, atol=1e-9)
+    off = head.offset(out.classes)  # b_c for linear heads; 0 for relu-conv heads (bias and ReLU inside the map)
+    assert pool == "avg"
+    torch.testing.assert_close(out.maps.mean((2, 3)) + off, ref.gather(1, out.classes), rtol=1e-9, atol=1e-9)
     assert out.maps.shape[:2] == (2, 3) and out.maps.ndim == 4
 
 
@@ -154,6 +149,9 @@ def test_identity_check_catches_a_hidden_layer():
 
         def get_classifier(self):
             return self.fc
+
+        def forward(self, x):
+            return self.forward_head(self.forward_features(x))
 
     with pytest.raises(UnsupportedModelError, match="not avg-pool -> linear"):
         camloc.CAM(Sneaky().eval())(torch.randn(1, 3, 8, 8))

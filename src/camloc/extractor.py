@@ -5,15 +5,16 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from camloc._checks import check_number, check_tensor, fail
-from camloc.cam import class_activation_maps, normalize_maps, pool_logits, topk_classes, upsample_maps
+from camloc.cam import normalize_maps, topk_classes, upsample_maps
 from camloc.errors import UnsupportedModelError
-from camloc.heads import CamHead, resolve_head
+from camloc.heads import Head, check_head
+from camloc.resolve import ResolvedHead, resolve_head
 
 __all__ = ["CAM", "CamResult"]
 
@@ -23,11 +24,11 @@ class CamResult:
     """Output of :class:`CAM` for a batch.
 
     Attributes:
-        logits: ``Tensor[N, C]``, equal to ``model(x)``.
+        logits: ``Tensor[N, C]``, ``head.logits(features)``: equal to ``model(x)`` in eval mode.
         classes: ``Tensor[N, m]`` int64, the classes whose maps were computed (top-k: best first).
         scores: ``Tensor[N, m]`` softmax probabilities of those classes.
-        maps: ``Tensor[N, m, h, w]`` raw maps ``M_c = sum_k w_k^c f_k`` at feature resolution (no ReLU, no bias
-            — except for relu-conv heads, see :class:`camloc.heads.CamHead`).
+        maps: ``Tensor[N, m, h, w]`` the head's maps at feature resolution: for linear heads the raw
+            ``M_c = sum_k w_k^c f_k`` (no ReLU, no bias); other head kinds in :mod:`camloc.heads`.
         input_size: ``(H, W)`` of the network input.
     """
 
@@ -53,24 +54,31 @@ class CamResult:
 
 
 class CAM:
-    """Exact class activation maps for a classifier with a global-pooling -> linear head.
+    """Exact class activation maps for a classifier whose head is one of camloc's head kinds.
 
-    One forward pass of the model's own modules gives the features ``f [N, K, h, w]`` and the logits; the maps
-    are the contraction ``M_c = sum_k w_k^c f_k`` for the requested classes only (never all ``C`` upsampled).
+    One forward pass of the model's own trunk gives the features ``f [N, K, h, w]``; the head
+    (:mod:`camloc.heads`) turns them into logits and into maps for the requested classes only (never all ``C``
+    upsampled). ``CAM`` itself knows nothing about head kinds: it calls ``head.logits`` and ``head.maps``.
 
     Example::
 
         cam = camloc.CAM(torchvision.models.resnet50().eval())
         out = cam(x, topk=5)                     # out.logits [N, 1000], out.maps [N, 5, 7, 7]
         heat = out.upsampled(normalize="max")    # [N, 5, 224, 224] in [0, 1]
+        cam = camloc.CAM(model, classifier=sklearn_logreg)   # a head fitted on pooled features, same trunk
 
     The model is used as it is: its ``training`` flag, hooks and ``requires_grad`` are never changed (call
-    ``model.eval()`` for inference). The first call in eval mode checks the identity
-    ``pool(f) @ W.T + b == logits``; a head that breaks it raises :class:`~camloc.errors.UnsupportedModelError`.
+    ``model.eval()`` for inference). The logits are ``head.logits(features)``: equal to ``model(x)`` in eval
+    mode (head dropout is not applied in training mode). Once, on the first batch in eval mode, the head is
+    checked against the model's own ``model(x)`` (one extra forward of one image) and its CAM identity
+    ``mean_xy maps + offset == logits`` is checked (:func:`camloc.heads.check_head`, tolerance following the
+    dtype); a head swapped in from outside has no model logits and is checked on its own identity. A head that
+    fails raises :class:`~camloc.errors.UnsupportedModelError`.
 
     Args:
         model: the classifier.
-        features, classifier, pool: explicit overrides passed to :func:`camloc.heads.resolve_head`.
+        features, classifier, pool: overrides passed to :func:`camloc.resolve.resolve_head`; ``classifier``
+            alone swaps the head on the automatically found trunk.
         check_identity: run the one-time identity check (default ``True``).
     """
 
@@ -79,16 +87,18 @@ class CAM:
         model: nn.Module,
         *,
         features: str | Callable[[torch.Tensor], torch.Tensor] | None = None,
-        classifier: str | nn.Module | None = None,
+        classifier: str | nn.Module | Head | Any | None = None,
         pool: Literal["avg", "max"] | None = None,
         check_identity: bool = True,
     ) -> None:
-        self.head: CamHead = resolve_head(model, features=features, classifier=classifier, pool=pool)
+        self.resolved: ResolvedHead = resolve_head(model, features=features, classifier=classifier, pool=pool)
+        self.head: Head = self.resolved.head
         self.model = model
         self._verified = not check_identity
 
     def __repr__(self) -> str:
-        return f"CAM({self.head.source}, pool={self.head.pool!r}, classes={self.head.num_classes})"
+        h = self.head
+        return f"CAM({self.resolved.source}, head={h.describe()}, classes={h.num_classes})"
 
     def __call__(
         self,
@@ -117,20 +127,26 @@ class CAM:
         return CamResult(logits, cls, scores, maps, (int(x.shape[2]), int(x.shape[3])))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One pass of the model's own modules: ``(features [N, K, h, w], logits [N, C])`` (grad mode as set)."""
-        weight = self.head.weight
-        if x.device != weight.device:
-            x = x.to(weight.device)
-        feats, logits = self.head(x)
-        if not self._verified and not self.model.training:
-            self._check_identity(feats, logits)
+        """Trunk then head: ``(features [N, K, h, w], logits [N, C])`` (grad mode as set)."""
+        device = _device(self.model)
+        if device is not None and x.device != device:
+            x = x.to(device)
+        feats, model_logits = self.resolved.run(x)
+        k = self.head.in_features
+        if k is not None and feats.shape[1] != k:
+            fail(
+                "classifier",
+                f"a head taking the {feats.shape[1]} feature channels of {self.resolved.source}",
+                f"{self.head.describe()} taking {k}",
+            )
+        logits = self.head.logits(feats)
+        if not self._verified and (not self.resolved.own or not self.model.training):
+            self._check_identity(x, feats, model_logits)
         return feats, logits
 
     def maps(self, features: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        """Raw maps ``[N, m, h, w]`` of per-image ``classes [N, m]`` from :meth:`forward`'s features."""
-        h = self.head
-        out = class_activation_maps(features, h.weight, classes, bias=h.bias if h.activation == "relu" else None)
-        return out.relu() if h.activation == "relu" else out
+        """Maps ``[N, m, h, w]`` of per-image ``classes [N, m]`` from :meth:`forward`'s features (``head.maps``)."""
+        return self.head.maps(features, classes)
 
     def _select(self, classes: torch.Tensor | int | list[int] | None, logits: torch.Tensor, topk: int) -> torch.Tensor:
         n, c = logits.shape
@@ -152,27 +168,30 @@ class CAM:
             fail("classes", f"of shape [N, m] with N = {n}", classes)
         return classes
 
-    def _check_identity(self, feats: torch.Tensor, logits: torch.Tensor) -> None:
-        h = self.head
-        if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[1] != h.num_classes:
-            raise UnsupportedModelError(
-                f"{h.source}: the head returned {getattr(logits, 'shape', type(logits).__name__)}, expected logits "
-                f"[N, {h.num_classes}]"
-            )
-        f = feats[:1].detach().double()
-        w = h.weight.detach().double()
-        b = None if h.bias is None else h.bias.detach().double()
-        if h.activation == "relu":
-            ours = class_activation_maps(f, w, bias=b).relu().mean(dim=(2, 3))
-        else:
-            ours = pool_logits(f, w, b, pool=h.pool)
-        ref = logits[:1].detach().double()
-        err = float((ours - ref).abs().max())
-        tol = 1e-3 * max(1.0, float(ref.abs().max()))
-        if err > tol:
-            raise UnsupportedModelError(
-                f"{h.source}: the model's head is not {h.pool}-pool -> linear: its logits differ from "
-                f"pool(features) @ W.T + b by {err:.3g}. There are layers between the features and the classifier "
-                "(a hidden FC layer, a normalisation, ...), so CAM is not defined for this head."
-            )
+    def _check_identity(self, x: torch.Tensor, feats: torch.Tensor, model_logits: torch.Tensor | None) -> None:
+        """Check the head on the first image: against ``model(x)`` for the model's own head, and its identity."""
+        ref: torch.Tensor | None = None
+        with torch.no_grad():
+            f1 = feats[:1].detach()
+            if self.resolved.own:
+                if model_logits is not None:
+                    ref = model_logits[:1]
+                else:
+                    x1 = x[:1]
+                    out = self.model(x1)
+                    if not isinstance(out, torch.Tensor):
+                        raise UnsupportedModelError(
+                            f"{self.resolved.source}: model(x) returned {type(out).__name__}, not a logits tensor, "
+                            "so the head cannot be checked against it; pass check_identity=False to skip the check"
+                        )
+                    ref = out
+                    if feats.shape[0] > 1:  # same batch size as model(x1): the same kernels, the same bits
+                        f1, _ = self.resolved.run(x1)
+            check_head(self.head, f1, model_logits=ref, source=self.resolved.source)
         self._verified = True
+
+
+def _device(model: nn.Module) -> torch.device | None:
+    for p in model.parameters():
+        return p.device
+    return None

@@ -1,390 +1,510 @@
-"""Find a classifier's feature trunk and its ``pool -> linear`` head.
+r"""Head kinds: every way camloc turns features into logits and class activation maps, and the identity each keeps.
 
-:func:`resolve_head` turns a model into a :class:`CamHead`: a callable ``x -> (features, logits)`` that runs the
-model's *own* modules, plus the classifier whose weights define the class activation maps. It tries, in order:
+A *head* maps unpooled features :math:`f_k(x, y)` (``Tensor[N, K, h, w]``) to logits (``Tensor[N, C]``) and to
+class activation maps :math:`M_c(x, y)` (``Tensor[N, m, h, w]`` for ``m`` chosen classes per image). Every head
+with ``pool == "avg"`` guarantees the **CAM identity**
 
-1. explicit names or callables given by the caller (``features=``, ``classifier=``, ``pool=``);
-2. the timm head contract (``forward_features`` / ``forward_head`` / ``get_classifier``), which camloc's own
-   networks also follow;
-3. torchvision families: resnet/resnext/wide_resnet, densenet, mobilenet_v2, efficientnet v1/v2, regnet,
-   shufflenet_v2, mnasnet, googlenet, inception_v3, squeezenet (a 1x1-conv classifier before pooling).
+.. math:: \operatorname{mean}_{x,y} M_c(x, y) + \mathrm{offset}_c = \mathrm{logit}_c
 
-Heads that are not linear after pooling (VGG/AlexNet FC stacks, ConvNeXt's LayerNorm after pooling,
-MobileNetV3's hidden FC layer, transformers without a spatial map) raise
-:class:`~camloc.errors.UnsupportedModelError` saying what was found and what to use instead.
-No forward hooks are used when the model exposes its features; nothing about the model is changed.
+(:meth:`Head.offset`), so a map is an exact spatial decomposition of its logit. Max-pooling heads (GMP) have no
+such identity; their maps are still the paper's :math:`\sum_k w^c_k f_k`.
+
+- :class:`LinearHead` (GAP or GMP, then ``nn.Linear`` / 1x1 conv): logit
+  :math:`\sum_k w_{ck}\,\mathrm{pool}(f_k) + b_c`, map :math:`\sum_k w_{ck} f_k` (the paper's; no ReLU, no bias),
+  offset :math:`b_c`.
+- :class:`SklearnHead`: a :class:`LinearHead` from a fitted scikit-learn linear model (``coef_``, ``intercept_``).
+- :class:`ReluConvHead` (1x1 conv + ReLU before GAP, SqueezeNet): logit
+  :math:`\mathrm{mean}_{xy}\,\mathrm{relu}(\sum_k w_{ck} f_k + b_c)`, map the same unpooled, offset 0.
+- :class:`NormPoolHead` (GAP, LayerNorm, linear; ConvNeXt-style): logit :math:`W\,\mathrm{LN}(p) + b`,
+  map :math:`\sum_k W_{ck}\gamma_k (f_k - \mu)/\sigma` with the image's pooled statistics, offset
+  :math:`(W\beta + b)_c`.
+
+Heads built on a model's own modules read their weights *live* (no copies): training updates, ``.to(device)``
+and ``.half()`` on the model are followed. To add a head kind, subclass :class:`Head` and implement
+:meth:`~Head.logits`, :meth:`~Head.maps` and :meth:`~Head.offset`; :class:`camloc.CAM` has no code specific to
+any kind and checks the identity of whatever head it is given (:func:`check_head`).
+
+**Tolerance of the identity checks** (:func:`identity_tolerance`). Both sides of a checked identity are sums of
+``n = K + h*w`` rounded terms, so their difference is bounded by ``c * (2 u + n u_acc) * S`` per logit, where
+``u = eps/2`` is the unit roundoff of the features' dtype (rounding of the pooled inputs and of the result),
+``u_acc`` that of the accumulation dtype (float32 for bfloat16/float16, as CPU and GPU kernels accumulate; the
+dtype itself otherwise), ``S = Head.scale(features)`` the magnitude of the summed terms (for a linear head
+``|W| mean_xy|f| + |b|``) and ``c = 4`` (two sides, a margin of two). In float64 this is ~1e-12 relative: exact.
+A layer hidden between pooling and the classifier changes the logits by a fraction of order one and is refused.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import abc
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from camloc._checks import check_choice, fail
+from camloc._checks import check_choice, check_tensor, fail
+from camloc.cam import class_activation_maps
 from camloc.errors import UnsupportedModelError
 
-__all__ = ["CamHead", "resolve_head"]
+__all__ = [
+    "Head",
+    "LinearHead",
+    "NormPoolHead",
+    "ReluConvHead",
+    "SklearnHead",
+    "check_head",
+    "identity_tolerance",
+]
 
 Pool = Literal["avg", "max"]
 
+IDENTITY_SAFETY = 4.0
+"""``c`` in the identity tolerance ``c * (2 u + n u_acc) * S`` (see the module docstring)."""
 
-@dataclass(frozen=True, eq=False)
-class CamHead:
-    """A model split into ``features`` and a pooling -> linear ``head``.
 
-    Attributes:
-        model: the wrapped model (never modified).
-        features: ``x [N, 3, H, W] -> f [N, K, h, w]``, the model's own trunk modules. ``None`` when features are
-            captured from a named submodule during ``model(x)`` (explicit override; see ``feature_module``).
-        head: ``f -> logits [N, C]``, the model's own head modules (``None`` with ``feature_module``).
-        classifier: the ``nn.Linear`` (or 1x1 ``nn.Conv2d``) whose weights give the maps.
-        pool: ``"avg"`` (GAP: ``mean_xy M_c + b_c = logit_c``) or ``"max"`` (GMP).
-        activation: ``"none"`` for ``pool -> linear`` heads; ``"relu"`` for heads that apply a 1x1 conv and a ReLU
-            *before* pooling (SqueezeNet): then ``M_c = relu(sum_k w_k^c f_k + b_c)`` and ``mean_xy M_c = logit_c``.
-        source: how the head was found, for messages.
-        feature_module: explicit override: the submodule whose output is the feature map (read with a temporary
-            forward hook that is always removed).
+class Head(abc.ABC):
+    """Base of every head kind: features ``[N, K, h, w]`` -> logits ``[N, C]`` and maps ``[N, m, h, w]``.
+
+    Subclasses set :attr:`pool` and implement :attr:`num_classes`, :meth:`logits`, :meth:`maps` and
+    :meth:`offset`; :attr:`in_features`, :meth:`scale` and :meth:`modules` have defaults. All methods are pure
+    (no state changes) and differentiable; outputs have the dtype of ``features``.
     """
 
-    model: nn.Module
-    features: Callable[[torch.Tensor], torch.Tensor] | None
-    head: Callable[[torch.Tensor], torch.Tensor] | None
-    classifier: nn.Module
-    pool: Pool
-    activation: Literal["none", "relu"]
-    source: str
-    feature_module: nn.Module | None = None
+    pool: Pool = "avg"
+
+    @property
+    @abc.abstractmethod
+    def num_classes(self) -> int:
+        """``C``, the number of logits."""
+
+    @property
+    def in_features(self) -> int | None:
+        """``K``, the number of feature channels the head takes (``None``: any)."""
+        return None
+
+    @abc.abstractmethod
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        """``Tensor[N, C]`` logits of ``features [N, K, h, w]``."""
+
+    @abc.abstractmethod
+    def maps(self, features: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """``Tensor[N, m, h, w]`` maps of per-image ``classes [N, m]`` (int64)."""
+
+    @abc.abstractmethod
+    def offset(self, classes: torch.Tensor) -> torch.Tensor:
+        """``Tensor[N, m]``: ``logit - mean_xy(map)`` of ``classes [N, m]`` (the CAM identity; ``pool == "avg"``)."""
+
+    def scale(self, features: torch.Tensor) -> torch.Tensor:
+        """``Tensor[N, C]`` magnitude of the terms summed into each logit, for rounding tolerances.
+
+        Default: ``|logits|`` (at least 1); kinds that know their sums override it with the sum of ``|terms|``.
+        """
+        return self.logits(features).abs().clamp_min(1.0)
+
+    def modules(self) -> tuple[nn.Module, ...]:
+        """The torch modules whose weights the head reads (empty: none). Used to tell a model's own head."""
+        return ()
+
+    def describe(self) -> str:
+        """One line naming the kind and its formula, for messages."""
+        return f"{type(self).__name__} ({self.pool} pooling)"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(classes={self.num_classes}, in_features={self.in_features}, pool={self.pool!r})"
+
+
+def _weight_2d(module: nn.Module) -> torch.Tensor:
+    """``[C, K]`` view of an ``nn.Linear`` / 1x1 ``nn.Conv2d`` weight (a view: live, no copy)."""
+    w = module.weight
+    assert isinstance(w, torch.Tensor)
+    return w.flatten(1) if w.ndim == 4 else w
+
+
+def _linear_module(module: Any, name: str = "classifier") -> nn.Linear | nn.Conv2d:
+    if isinstance(module, nn.Linear):
+        return module
+    if isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1) and module.groups == 1:
+        return module
+    raise UnsupportedModelError(
+        f"`{name}` must be nn.Linear or a 1x1 nn.Conv2d; found {type(module).__name__}: {module}"
+    )
+
+
+def _pool(features: torch.Tensor, pool: Pool) -> torch.Tensor:
+    check_tensor("features", features, ndim=4, floating=True)
+    return features.mean(dim=(2, 3)) if pool == "avg" else features.amax(dim=(2, 3))
+
+
+def _like(t: torch.Tensor | None, ref: torch.Tensor) -> torch.Tensor | None:
+    return None if t is None else t.to(device=ref.device, dtype=ref.dtype)
+
+
+class LinearHead(Head):
+    r"""Global average (GAP) or max (GMP) pooling, then ``nn.Linear`` or a 1x1 ``nn.Conv2d`` (Zhou et al., eq. 2).
+
+    - logit: :math:`\mathrm{logit}_c = \sum_k w_{ck}\,\mathrm{pool}_{xy} f_k + b_c`
+    - map: :math:`M_c(x, y) = \sum_k w_{ck} f_k(x, y)` — no ReLU, no bias, as in the paper
+    - offset: :math:`b_c` (GAP: :math:`\mathrm{mean}_{xy} M_c + b_c = \mathrm{logit}_c` exactly)
+
+    Args:
+        module: the classifier; its weights are read live at every call (no copy).
+        pool: ``"avg"`` or ``"max"``.
+    """
+
+    def __init__(self, module: nn.Module, *, pool: Pool = "avg") -> None:
+        self.module = _linear_module(module)
+        self.pool = check_choice("pool", pool, ("avg", "max"))
 
     @property
     def weight(self) -> torch.Tensor:
-        """``Tensor[C, K]`` classifier weights."""
-        w = self.classifier.weight
-        assert isinstance(w, torch.Tensor)
-        return w.flatten(1) if w.ndim == 4 else w
+        """``Tensor[C, K]`` classifier weights (a live view)."""
+        return _weight_2d(self.module)
 
     @property
     def bias(self) -> torch.Tensor | None:
-        """``Tensor[C]`` classifier bias or ``None``."""
-        return getattr(self.classifier, "bias", None)
+        """``Tensor[C]`` classifier bias, or ``None``."""
+        b = getattr(self.module, "bias", None)
+        return b if isinstance(b, torch.Tensor) else None
 
     @property
     def num_classes(self) -> int:
         return int(self.weight.shape[0])
 
-    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run the model once: ``(features [N, K, h, w], logits [N, C])``; logits equal ``model(x)``."""
-        if self.feature_module is None:
-            assert self.features is not None and self.head is not None
-            f = self.features(x)
-            _check_features(f, self.source)
-            return f, self.head(f)
-        captured: list[torch.Tensor] = []
-        handle = self.feature_module.register_forward_hook(lambda _m, _i, out: captured.append(out))
-        try:
-            logits = self.model(x)
-        finally:
-            handle.remove()
-        if not captured:
-            raise UnsupportedModelError(f"`features` module ({self.source}) did not run during model(x)")
-        if not isinstance(logits, torch.Tensor):
-            raise UnsupportedModelError(
-                f"model(x) must return a logits tensor for the explicit-features path; got {type(logits).__name__}"
+    @property
+    def in_features(self) -> int:
+        return int(self.weight.shape[1])
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        pooled = _pool(features, self.pool)
+        w = _like(self.weight, pooled)
+        assert w is not None
+        return F.linear(pooled, w, _like(self.bias, pooled))
+
+    def maps(self, features: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        return class_activation_maps(features, _like(self.weight, features), classes)  # type: ignore[arg-type]
+
+    def offset(self, classes: torch.Tensor) -> torch.Tensor:
+        b = self.bias
+        if b is None:
+            return torch.zeros(classes.shape, dtype=self.weight.dtype, device=self.weight.device)
+        return b[classes.to(b.device, torch.long)]
+
+    def scale(self, features: torch.Tensor) -> torch.Tensor:
+        mag = features.detach().abs()
+        pooled = mag.mean(dim=(2, 3)) if self.pool == "avg" else mag.amax(dim=(2, 3))
+        w, b = self.weight.detach().abs(), self.bias
+        out = pooled.double() @ w.double().T
+        return out if b is None else out + b.detach().abs().double()
+
+    def modules(self) -> tuple[nn.Module, ...]:
+        return (self.module,)
+
+    def describe(self) -> str:
+        return f"{self.pool}-pool -> linear"
+
+    @classmethod
+    def from_sklearn(cls, estimator: Any, *, pool: Pool = "avg", dtype: torch.dtype = torch.float32) -> SklearnHead:
+        """A :class:`SklearnHead` from a fitted scikit-learn linear classifier (see there)."""
+        return SklearnHead(estimator, pool=pool, dtype=dtype)
+
+
+class SklearnHead(LinearHead):
+    r"""A :class:`LinearHead` fitted outside torch: a scikit-learn linear classifier on pooled features.
+
+    Takes any fitted estimator with ``coef_ [C, K]``, ``intercept_ [C]`` and ``classes_`` (LogisticRegression
+    multinomial or one-vs-rest, LinearSVC, RidgeClassifier, SGDClassifier, ...) trained on ``pool(features)``;
+    ``logits`` equal ``estimator.decision_function``. Binary problems (``coef_`` of shape ``[1, K]``) become two
+    classes ``[negative, positive]`` with rows ``[0; coef]`` and bias ``[0; intercept]``: the softmax of the two
+    logits equals the sigmoid of the decision function and the positive class carries the map.
+
+    The coefficients are copied once into an ``nn.Linear`` (:attr:`module`, ``dtype``, on the CPU; the head
+    follows the features' device and dtype at every call). :attr:`labels` holds ``classes_`` in logit order.
+    """
+
+    def __init__(self, estimator: Any, *, pool: Pool = "avg", dtype: torch.dtype = torch.float32) -> None:
+        import numpy as np
+
+        coef = getattr(estimator, "coef_", None)
+        if coef is None or not hasattr(estimator, "classes_"):
+            fail(
+                "classifier",
+                "a fitted scikit-learn linear classifier (with coef_, intercept_ and classes_)",
+                type(estimator).__name__,
+                type_error=coef is None and not hasattr(estimator, "fit"),
             )
-        f = captured[-1]
-        _check_features(f, self.source)
-        return f, logits
+        if hasattr(coef, "toarray"):  # sparsified estimators
+            coef = coef.toarray()
+        coef = np.asarray(coef, dtype=np.float64)
+        labels = list(np.asarray(estimator.classes_).tolist())
+        intercept = np.broadcast_to(np.asarray(getattr(estimator, "intercept_", 0.0), dtype=np.float64), coef.shape[:1])
+        if coef.ndim != 2 or coef.shape[0] not in (1, len(labels)) or (coef.shape[0] == 1 and len(labels) != 2):
+            fail("classifier", f"coef_ of shape [C, K] or [1, K] (binary) with C = {len(labels)} classes", coef)
+        if coef.shape[0] == 1:
+            coef = np.concatenate([np.zeros_like(coef), coef])
+            intercept = np.concatenate([np.zeros(1), intercept])
+        linear = nn.Linear(coef.shape[1], coef.shape[0], dtype=dtype)
+        with torch.no_grad():
+            linear.weight.copy_(torch.from_numpy(coef))
+            linear.bias.copy_(torch.from_numpy(np.ascontiguousarray(intercept)))
+        linear.requires_grad_(False)
+        super().__init__(linear, pool=pool)
+        self.estimator = estimator
+        self.labels: tuple[Any, ...] = tuple(labels)
+
+    def describe(self) -> str:
+        return f"{self.pool}-pool -> {type(self.estimator).__name__}"
 
 
-def _check_features(f: Any, source: str) -> None:
-    if not isinstance(f, torch.Tensor) or f.ndim != 4:
-        shape = tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__
-        raise UnsupportedModelError(
-            f"features must be a 4-D map [N, K, h, w]; {source} gave {shape}. Class activation maps need a "
-            "spatial feature map (token-based transformers do not have one)."
-        )
+class ReluConvHead(Head):
+    r"""A 1x1 convolution and a ReLU *before* global average pooling (torchvision SqueezeNet).
+
+    - logit: :math:`\mathrm{logit}_c = \mathrm{mean}_{xy}\,\mathrm{relu}(\sum_k w_{ck} f_k(x, y) + b_c)`
+    - map: :math:`M_c(x, y) = \mathrm{relu}(\sum_k w_{ck} f_k(x, y) + b_c)` (bias and ReLU inside the map)
+    - offset: 0 (:math:`\mathrm{mean}_{xy} M_c = \mathrm{logit}_c` exactly)
+    """
+
+    pool: Pool = "avg"
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = _linear_module(module)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """``Tensor[C, K]`` conv weights (a live view)."""
+        return _weight_2d(self.module)
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        b = getattr(self.module, "bias", None)
+        return b if isinstance(b, torch.Tensor) else None
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.weight.shape[0])
+
+    @property
+    def in_features(self) -> int:
+        return int(self.weight.shape[1])
+
+    def _maps(self, features: torch.Tensor, classes: torch.Tensor | None) -> torch.Tensor:
+        w = _like(self.weight, features)
+        return class_activation_maps(features, w, classes, bias=_like(self.bias, features)).relu()  # type: ignore[arg-type]
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        return self._maps(features, None).mean(dim=(2, 3))
+
+    def maps(self, features: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        return self._maps(features, classes)
+
+    def offset(self, classes: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(classes.shape, dtype=self.weight.dtype, device=self.weight.device)
+
+    def scale(self, features: torch.Tensor) -> torch.Tensor:
+        f = features.detach().abs().double()
+        out = torch.einsum("ck,nkhw->nc", self.weight.detach().abs().double(), f) / (f.shape[2] * f.shape[3])
+        b = self.bias
+        return out if b is None else out + b.detach().abs().double()
+
+    def modules(self) -> tuple[nn.Module, ...]:
+        return (self.module,)
+
+    def describe(self) -> str:
+        return "1x1 conv -> ReLU -> avg-pool"
 
 
-def _flat_linear(classifier: nn.Module) -> nn.Linear | nn.Conv2d:
-    if isinstance(classifier, nn.Linear):
-        return classifier
-    if isinstance(classifier, nn.Conv2d) and classifier.kernel_size == (1, 1) and classifier.groups == 1:
-        return classifier
-    raise UnsupportedModelError(
-        f"the classifier must be nn.Linear or a 1x1 nn.Conv2d; found {type(classifier).__name__}: {classifier}"
-    )
+class NormPoolHead(Head):
+    r"""Global average pooling, then LayerNorm over channels, then a linear layer (ConvNeXt-style heads).
 
+    With :math:`p = \mathrm{mean}_{xy} f` the pooled vector of one image, :math:`\mu, \sigma` its LayerNorm
+    statistics (:math:`\mu = \mathrm{mean}_k p_k`, :math:`\sigma = \sqrt{\mathrm{var}_k p + \epsilon}`) and
+    :math:`\gamma, \beta` the LayerNorm affine parameters:
 
-# --------------------------------------------------------------------------------------------- explicit
+    - logit: :math:`\mathrm{logit} = W\,(\gamma \odot (p - \mu)/\sigma + \beta) + b`
+    - map: :math:`M_c(x, y) = \sum_k W_{ck}\gamma_k (f_k(x, y) - \mu)/\sigma`
+    - offset: :math:`(W\beta + b)_c`
 
-
-def _explicit(
-    model: nn.Module,
-    features: str | Callable[[torch.Tensor], torch.Tensor],
-    classifier: str | nn.Module | None,
-    pool: Pool | None,
-) -> CamHead:
-    if classifier is None:
-        fail("classifier", "given together with `features` (a module name or nn.Linear)", None)
-    if isinstance(classifier, str):
-        try:
-            classifier = model.get_submodule(classifier)
-        except AttributeError:
-            fail("classifier", "the name of a submodule of the model", repr(classifier))
-    assert isinstance(classifier, nn.Module)
-    clf = _flat_linear(classifier)
-    pool_ = check_choice("pool", pool or "avg", ("avg", "max"))
-    if isinstance(features, str):
-        try:
-            mod = model.get_submodule(features)
-        except AttributeError:
-            fail("features", "the name of a submodule of the model", repr(features))
-        return CamHead(model, None, None, clf, pool_, "none", f"explicit features={features!r}", mod)
-    if not callable(features):
-        fail("features", "a submodule name or a callable x -> features", features, type_error=True)
-
-    def head(f: torch.Tensor) -> torch.Tensor:
-        pooled = f.mean(dim=(2, 3)) if pool_ == "avg" else f.amax(dim=(2, 3))
-        if isinstance(clf, nn.Conv2d):
-            return clf(pooled[:, :, None, None]).flatten(1)
-        return clf(pooled)
-
-    return CamHead(model, features, head, clf, pool_, "none", "explicit features callable")
-
-
-# --------------------------------------------------------------------------------------------- timm contract
-
-_POST_POOL_OK = (nn.Identity, nn.Dropout, nn.Flatten)
-
-
-def _timm_pool_type(gp: nn.Module | None) -> str | None:
-    if gp is None:
-        return None
-    t = getattr(gp, "pool_type", None)
-    return t if isinstance(t, str) else None
-
-
-def _timm_contract(model: nn.Module, pool: Pool | None) -> CamHead:
-    name = type(model).__name__
-    clf = model.get_classifier()  # type: ignore[operator]
-    if isinstance(clf, tuple | list):
-        raise UnsupportedModelError(f"{name} has several classifiers (distillation heads); CAM needs exactly one")
-    if isinstance(clf, nn.Identity) or clf is None:
-        raise UnsupportedModelError(f"{name} has no classifier (created with num_classes=0); CAM needs one")
-    clf = _flat_linear(clf)
-
-    children = dict(model.named_children())
-    # Modules between global pooling and the classifier must be parameter-free pass-throughs.
-    suspicious: list[str] = []
-    gp: nn.Module | None = None
-    if "global_pool" in children:
-        gp = children["global_pool"]
-        after = list(children)[list(children).index("global_pool") + 1 :]
-        for key in after:
-            mod = children[key]
-            if mod is clf or isinstance(mod, _POST_POOL_OK) or _is_pass_through(mod):
-                continue
-            suspicious.append(f"{key} ({type(mod).__name__})")
-    head_mod = children.get("head")
-    if isinstance(head_mod, nn.Module) and head_mod is not clf:
-        gp = getattr(head_mod, "global_pool", gp)
-        for key, mod in head_mod.named_children():
-            if mod is clf or key == "global_pool" or isinstance(mod, _POST_POOL_OK) or _is_pass_through(mod):
-                continue
-            suspicious.append(f"head.{key} ({type(mod).__name__})")
-    pre = children.get("pre_logits")
-    if isinstance(pre, nn.Module) and any(True for _ in pre.parameters()):
-        suspicious.append(f"pre_logits ({type(pre).__name__})")
-    if suspicious:
-        raise UnsupportedModelError(
-            f"{name}'s head is not pooling -> linear: found {', '.join(suspicious)} between the features and the "
-            "classifier, so a class activation map is not defined. Use a model whose classifier follows global "
-            "pooling directly (e.g. resnet, efficientnet, densenet, regnet), or give it a GAP head with "
-            "camloc's gap_head / `camloc train --arch timm:NAME`."
-        )
-    pool_type = getattr(model, "cam_pool", None) or _timm_pool_type(gp)
-    if pool is not None:
-        pool_type = pool
-    if pool_type in ("avg", "fast", "avgavg"):
-        pool_ = "avg"
-    elif pool_type == "max":
-        pool_ = "max"
-    elif pool_type is None:
-        pool_ = "avg"  # verified against forward_head by camloc.CAM's identity check
-    else:
-        raise UnsupportedModelError(
-            f"{name} pools with {pool_type!r}; CAM is defined for global average ('avg') or max ('max') pooling"
-        )
-    return CamHead(
-        model,
-        model.forward_features,  # type: ignore[arg-type]
-        model.forward_head,  # type: ignore[arg-type]
-        clf,
-        pool_,  # type: ignore[arg-type]
-        "none",
-        f"{name} (forward_features/forward_head contract)",
-    )
-
-
-def _is_pass_through(mod: nn.Module) -> bool:
-    # Parameter-free activations/normalisations are *not* pass-throughs; only empty containers are.
-    return isinstance(mod, nn.Sequential) and len(mod) == 0
-
-
-# --------------------------------------------------------------------------------------------- torchvision
-
-
-def _seq(*mods: nn.Module) -> nn.Sequential:
-    """A Sequential that *references* the model's own modules (no copies: weights stay shared)."""
-    return nn.Sequential(*mods)
-
-
-def _torchvision(model: nn.Module) -> CamHead | None:
-    try:
-        from torchvision import models as tvm
-    except ImportError:  # pragma: no cover
-        return None
-    name = type(model).__name__
-
-    refuse = {
-        "VGG": "its classifier is a stack of fully-connected layers after 7x7 pooling; use camloc's 'vgg16_gap' "
-        "(the paper's VGG16-GAP), trained or fine-tuned with `camloc train`",
-        "AlexNet": "its classifier is a stack of fully-connected layers; use camloc's 'alexnet_gap' (the paper's "
-        "AlexNet-GAP), trained or fine-tuned with `camloc train`",
-        "MobileNetV3": "its head has a hidden fully-connected layer (Linear -> Hardswish) after pooling; use "
-        "mobilenet_v2 or efficientnet, or a GAP head via `camloc train --arch torchvision:mobilenet_v3_large`",
-        "ConvNeXt": "it applies LayerNorm after pooling, so the logit is not linear in the pooled features; give "
-        "it a GAP head via `camloc train --arch torchvision:convnext_tiny`",
-        "VisionTransformer": "it has no spatial feature map (token-based transformer)",
-        "SwinTransformer": "it applies LayerNorm after its last stage and pools tokens; not a GAP head",
-        "MaxVit": "its head has LayerNorm and a hidden layer after pooling",
-    }
-    if name in refuse and isinstance(model, getattr(tvm, name, ())):
-        raise UnsupportedModelError(f"torchvision {name} is not supported: {refuse[name]}.")
-
-    m: Any = model
-    if isinstance(model, tvm.ResNet):
-        feats = _seq(m.conv1, m.bn1, m.relu, m.maxpool, m.layer1, m.layer2, m.layer3, m.layer4)
-        return _tv(model, feats, lambda f: m.fc(torch.flatten(m.avgpool(f), 1)), m.fc, "resnet")
-    if isinstance(model, tvm.DenseNet):
-        return _tv(
-            model,
-            lambda x: torch.nn.functional.relu(m.features(x)),
-            lambda f: m.classifier(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(f, 1), 1)),
-            m.classifier,
-            "densenet",
-        )
-    if isinstance(model, tvm.MobileNetV2):
-        clf = m.classifier[-1]
-        return _tv(
-            model,
-            m.features,
-            lambda f: m.classifier(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(f, 1), 1)),
-            clf,
-            "mobilenet_v2",
-        )
-    if isinstance(model, tvm.EfficientNet):
-        return _tv(
-            model, m.features, lambda f: m.classifier(torch.flatten(m.avgpool(f), 1)), m.classifier[-1], "efficientnet"
-        )
-    if isinstance(model, tvm.RegNet):
-        return _tv(model, _seq(m.stem, m.trunk_output), lambda f: m.fc(torch.flatten(m.avgpool(f), 1)), m.fc, "regnet")
-    if isinstance(model, tvm.ShuffleNetV2):
-        feats = _seq(m.conv1, m.maxpool, m.stage2, m.stage3, m.stage4, m.conv5)
-        return _tv(model, feats, lambda f: m.fc(f.mean([2, 3])), m.fc, "shufflenet_v2")
-    if isinstance(model, tvm.MNASNet):
-        return _tv(model, m.layers, lambda f: m.classifier(f.mean([2, 3])), m.classifier[-1], "mnasnet")
-    if isinstance(model, tvm.GoogLeNet):
-        seq = _seq(
-            m.conv1, m.maxpool1, m.conv2, m.conv3, m.maxpool2, m.inception3a, m.inception3b, m.maxpool3,
-            m.inception4a, m.inception4b, m.inception4c, m.inception4d, m.inception4e, m.maxpool4,
-            m.inception5a, m.inception5b,
-        )  # fmt: skip
-        return _tv(
-            model,
-            lambda x: seq(m._transform_input(x)),
-            lambda f: m.fc(m.dropout(torch.flatten(m.avgpool(f), 1))),
-            m.fc,
-            "googlenet",
-        )
-    if isinstance(model, tvm.Inception3):
-        seq = _seq(
-            m.Conv2d_1a_3x3, m.Conv2d_2a_3x3, m.Conv2d_2b_3x3, m.maxpool1, m.Conv2d_3b_1x1, m.Conv2d_4a_3x3,
-            m.maxpool2, m.Mixed_5b, m.Mixed_5c, m.Mixed_5d, m.Mixed_6a, m.Mixed_6b, m.Mixed_6c, m.Mixed_6d,
-            m.Mixed_6e, m.Mixed_7a, m.Mixed_7b, m.Mixed_7c,
-        )  # fmt: skip
-        return _tv(
-            model,
-            lambda x: seq(m._transform_input(x)),
-            lambda f: m.fc(torch.flatten(m.dropout(m.avgpool(f)), 1)),
-            m.fc,
-            "inception_v3",
-        )
-    if isinstance(model, tvm.SqueezeNet):
-        # classifier = Dropout -> Conv2d(512, C, 1) -> ReLU -> AdaptiveAvgPool2d(1); the conv runs before pooling.
-        conv = m.classifier[1]
-        return CamHead(
-            model,
-            m.features,
-            lambda f: torch.flatten(m.classifier(f), 1),
-            _flat_linear(conv),
-            "avg",
-            "relu",
-            "torchvision squeezenet (1x1 conv + ReLU before pooling)",
-        )
-    return None
-
-
-def _tv(
-    model: nn.Module,
-    features: Callable[[torch.Tensor], torch.Tensor],
-    head: Callable[[torch.Tensor], torch.Tensor],
-    clf: nn.Module,
-    family: str,
-) -> CamHead:
-    return CamHead(model, features, head, _flat_linear(clf), "avg", "none", f"torchvision {family}")
-
-
-# --------------------------------------------------------------------------------------------- entry point
-
-
-def resolve_head(
-    model: nn.Module,
-    *,
-    features: str | Callable[[torch.Tensor], torch.Tensor] | None = None,
-    classifier: str | nn.Module | None = None,
-    pool: Pool | None = None,
-) -> CamHead:
-    """Split ``model`` into features and a ``pool -> linear`` head (see the module docstring for the order).
+    The identity is exact given the image's pooled statistics (``mu`` and ``sigma`` are per image, not per
+    location).
 
     Args:
-        model: an ``nn.Module`` classifier.
-        features: explicit override: a submodule name (its output is read with a temporary hook during
-            ``model(x)``) or a callable ``x -> Tensor[N, K, h, w]``.
-        classifier: explicit override: a submodule name or the ``nn.Linear`` itself (required with ``features``).
-        pool: ``"avg"`` or ``"max"``; overrides what was detected.
-
-    Raises:
-        UnsupportedModelError: the head is not pooling -> linear, or cannot be found.
+        norm: ``nn.LayerNorm`` over ``K`` channels (weights read live).
+        classifier: ``nn.Linear`` or 1x1 ``nn.Conv2d`` on the normalised vector (weights read live).
     """
-    if not isinstance(model, nn.Module):
-        fail("model", "a torch.nn.Module", model, type_error=True)
-    if pool is not None:
-        check_choice("pool", pool, ("avg", "max"))
-    if features is not None:
-        return _explicit(model, features, classifier, pool)
-    if classifier is not None:
-        fail("features", "given together with `classifier`", None)
-    if all(callable(getattr(model, a, None)) for a in ("forward_features", "forward_head", "get_classifier")):
-        return _timm_contract(model, pool)
-    found = _torchvision(model)
-    if found is not None:
-        return found if pool is None else CamHead(**{**found.__dict__, "pool": pool})
-    raise UnsupportedModelError(
-        f"cannot find the features and the pool -> linear head of {type(model).__name__}: it does not follow the "
-        "timm contract (forward_features/forward_head/get_classifier) and is not a known torchvision family. "
-        "Pass them explicitly: CAM(model, features='<module name>', classifier='<linear name>', pool='avg')."
-    )
+
+    pool: Pool = "avg"
+
+    def __init__(self, norm: nn.Module, classifier: nn.Module) -> None:
+        if not isinstance(norm, nn.LayerNorm):
+            fail("norm", "an nn.LayerNorm", type(norm).__name__, type_error=True)
+        self.norm = norm
+        self.classifier = _linear_module(classifier)
+        k = int(_weight_2d(self.classifier).shape[1])
+        if tuple(norm.normalized_shape) != (k,):
+            fail(
+                "norm",
+                f"a LayerNorm over the classifier's {k} input features",
+                f"normalized_shape {norm.normalized_shape}",
+            )
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """``Tensor[C, K]`` classifier weights (a live view)."""
+        return _weight_2d(self.classifier)
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        b = getattr(self.classifier, "bias", None)
+        return b if isinstance(b, torch.Tensor) else None
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.weight.shape[0])
+
+    @property
+    def in_features(self) -> int:
+        return int(self.weight.shape[1])
+
+    def _affine(self, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        k = self.in_features
+        g = self.norm.weight if isinstance(self.norm.weight, torch.Tensor) else torch.ones(k)
+        beta = self.norm.bias if isinstance(self.norm.bias, torch.Tensor) else torch.zeros(k)
+        return _like(g, ref), _like(beta, ref)  # type: ignore[return-value]
+
+    def _stats(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        p = _pool(features, "avg")
+        mu = p.mean(dim=1, keepdim=True)
+        sigma = (p.var(dim=1, unbiased=False, keepdim=True) + self.norm.eps).sqrt()
+        return p, mu, sigma
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        p, mu, sigma = self._stats(features)
+        g, beta = self._affine(p)
+        w = _like(self.weight, p)
+        assert w is not None
+        return F.linear(g * (p - mu) / sigma + beta, w, _like(self.bias, p))
+
+    def maps(self, features: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        _, mu, sigma = self._stats(features)
+        g, _ = self._affine(features)
+        w = _like(self.weight, features)
+        assert w is not None
+        wg = w * g  # [C, K]: W_ck * gamma_k
+        raw = class_activation_maps(features, wg, classes)  # sum_k W_ck g_k f_k
+        cls = classes.to(features.device, torch.long)
+        if cls.ndim == 1:
+            cls = cls.unsqueeze(0).expand(features.shape[0], -1)
+        shift = wg.sum(dim=1)[cls] * mu  # sum_k W_ck g_k mu, [N, m]
+        return (raw - shift[..., None, None]) / sigma[..., None]
+
+    def offset(self, classes: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        _, beta = self._affine(w)
+        off = w @ beta
+        b = self.bias
+        off = off if b is None else off + b
+        return off[classes.to(off.device, torch.long)]
+
+    def scale(self, features: torch.Tensor) -> torch.Tensor:
+        f = features.detach().double()
+        _, mu, sigma = self._stats(f)
+        g, beta = self._affine(f)
+        z = (f - mu[..., None, None]).abs().mean(dim=(2, 3)) / sigma
+        w = self.weight.detach().double().abs()
+        out = (z * g.abs()) @ w.T + beta.abs() @ w.T
+        b = self.bias
+        return out if b is None else out + b.detach().abs().double()
+
+    def modules(self) -> tuple[nn.Module, ...]:
+        return (self.norm, self.classifier)
+
+    def describe(self) -> str:
+        return "avg-pool -> LayerNorm -> linear"
+
+
+# --------------------------------------------------------------------------------------------- the identity check
+
+
+def _unit_roundoff(dtype: torch.dtype) -> tuple[float, float]:
+    """``(u, u_acc)``: unit roundoff of ``dtype`` and of the dtype its sums accumulate in."""
+    u = torch.finfo(dtype).eps / 2
+    acc = torch.float32 if torch.finfo(dtype).bits < 32 else dtype
+    return u, torch.finfo(acc).eps / 2
+
+
+def identity_tolerance(features: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Per-logit tolerance ``c * (2 u + n u_acc) * scale`` of an identity on ``features`` (module docstring).
+
+    Args:
+        features: ``Tensor[N, K, h, w]``; its dtype sets ``u`` and ``u_acc``, its shape ``n = K + h*w``.
+        scale: ``Tensor[N, C]`` magnitude of the summed terms (:meth:`Head.scale`).
+    Returns:
+        ``Tensor[N, C]`` float64.
+    """
+    u, u_acc = _unit_roundoff(features.dtype)
+    n = features.shape[1] + features.shape[2] * features.shape[3]
+    return IDENTITY_SAFETY * (2 * u + n * u_acc) * scale.double() + torch.finfo(torch.float64).tiny
+
+
+def _worst(diff: torch.Tensor, tol: torch.Tensor) -> tuple[float, float, bool]:
+    ratio = diff / tol
+    i = int(ratio.flatten().argmax())
+    return float(diff.flatten()[i]), float(tol.flatten()[i]), bool((diff <= tol).all())
+
+
+def check_head(
+    head: Head,
+    features: torch.Tensor,
+    *,
+    model_logits: torch.Tensor | None = None,
+    source: str = "the head",
+) -> None:
+    """Check a head's identities on ``features [N, K, h, w]`` (``N`` small: the check uses every class).
+
+    1. With ``model_logits [N, C]`` (the model's own ``model(x)`` for the same images): ``head.logits(features)``
+       must equal them, so the trunk and the head together are the model.
+    2. For ``pool == "avg"``: ``mean_xy head.maps(features, all classes) + head.offset == head.logits``.
+
+    Both within :func:`identity_tolerance`. Raises :class:`~camloc.errors.UnsupportedModelError` naming what
+    differs and by how much.
+    """
+    with torch.no_grad():
+        f = features.detach()
+        logits = head.logits(f)
+        c = head.num_classes
+        if not isinstance(logits, torch.Tensor) or logits.shape != (f.shape[0], c):
+            got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise UnsupportedModelError(f"{source}: {head.describe()} returned logits {got}, expected [N, {c}]")
+        tol = identity_tolerance(f, head.scale(f))
+        if model_logits is not None:
+            ref = model_logits.detach()
+            if not isinstance(ref, torch.Tensor) or ref.shape != logits.shape:
+                got = tuple(ref.shape) if isinstance(ref, torch.Tensor) else type(ref).__name__
+                raise UnsupportedModelError(
+                    f"{source}: model(x) gave {got}, but the head ({head.describe()}) has {c} classes"
+                )
+            err, t, ok = _worst((logits.double() - ref.to(logits.device).double()).abs(), tol)
+            if not ok:
+                raise UnsupportedModelError(
+                    f"{source}: the model's head is not {head.describe()}: model(x) differs from the head's logits "
+                    f"on the trunk's features by {err:.3g} (tolerance {t:.3g} in {f.dtype}). There are layers "
+                    "between the features and the classifier "
+                    "(a hidden FC layer, a normalisation, ...), so CAM is not defined for this head."
+                )
+        if head.pool == "avg":
+            classes = torch.arange(c, device=f.device).unsqueeze(0).expand(f.shape[0], -1)
+            pooled = head.maps(f, classes).double().mean(dim=(2, 3)) + head.offset(classes).to(f.device).double()
+            err, t, ok = _worst((pooled - logits.double()).abs(), tol)
+            if not ok:
+                raise UnsupportedModelError(
+                    f"{source}: {head.describe()} breaks the CAM identity mean_xy(maps) + offset == logits by "
+                    f"{err:.3g} (tolerance {t:.3g} in {f.dtype})"
+                )
+
+
+def __getattr__(name: str) -> Any:
+    # Finding a model's trunk and head lives in camloc.resolve (which imports this module).
+    if name in ("resolve_head", "CamHead", "ResolvedHead"):
+        from camloc import resolve
+
+        return getattr(resolve, name)
+    raise AttributeError(f"module 'camloc.heads' has no attribute {name!r}")
