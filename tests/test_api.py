@@ -10,15 +10,19 @@ import camloc
 EXPECTED = {
     "AnnotationError",
     "CAM",
-    "CamHead",
     "CamResult",
     "CamlocError",
     "CamlocTypeError",
     "CamlocValueError",
+    "Head",
     "ImageLoadError",
+    "LinearHead",
     "Localization",
     "ModelInfo",
+    "NormPoolHead",
     "Preprocess",
+    "ReluConvHead",
+    "SklearnHead",
     "UnsupportedModelError",
     "__version__",
     "class_activation_maps",
@@ -43,6 +47,7 @@ def test_public_api_snapshot():
     for name in EXPECTED - {"__version__"}:
         assert getattr(camloc, name) is not None
     assert callable(camloc.localize) and camloc.localize.__module__ == "camloc.localization"
+    assert camloc.CamHead is camloc.resolve_head.__globals__["ResolvedHead"], "deprecated name stays importable"
 
 
 def test_errors_subclass_builtins():

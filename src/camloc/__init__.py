@@ -13,8 +13,13 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "CAM": "camloc.extractor",
     "CamResult": "camloc.extractor",
-    "CamHead": "camloc.heads",
-    "resolve_head": "camloc.heads",
+    "Head": "camloc.heads",
+    "LinearHead": "camloc.heads",
+    "NormPoolHead": "camloc.heads",
+    "ReluConvHead": "camloc.heads",
+    "SklearnHead": "camloc.heads",
+    "resolve_head": "camloc.resolve",
+    "CamHead": "camloc.resolve",  # deprecated name of camloc.resolve.ResolvedHead (not in __all__)
     "class_activation_maps": "camloc.cam",
     "normalize_maps": "camloc.cam",
     "pool_logits": "camloc.cam",
@@ -42,15 +47,19 @@ _EXPORTS = {
 __all__ = [
     "CAM",
     "AnnotationError",
-    "CamHead",
     "CamResult",
     "CamlocError",
     "CamlocTypeError",
     "CamlocValueError",
+    "Head",
     "ImageLoadError",
+    "LinearHead",
     "Localization",
     "ModelInfo",
+    "NormPoolHead",
     "Preprocess",
+    "ReluConvHead",
+    "SklearnHead",
     "UnsupportedModelError",
     "__version__",
     "class_activation_maps",
@@ -80,7 +89,7 @@ if TYPE_CHECKING:  # pragma: no cover
         UnsupportedModelError,
     )
     from camloc.extractor import CAM, CamResult
-    from camloc.heads import CamHead, resolve_head
+    from camloc.heads import Head, LinearHead, NormPoolHead, ReluConvHead, SklearnHead
     from camloc.localization import (
         Localization,
         component_boxes,
@@ -90,6 +99,7 @@ if TYPE_CHECKING:  # pragma: no cover
         threshold_maps,
     )
     from camloc.models.registry import ModelInfo, Preprocess, create_model, list_models, register_model
+    from camloc.resolve import resolve_head
 
 
 def __getattr__(name: str) -> Any:

@@ -211,8 +211,9 @@ class LinearHead(Head):
 class SklearnHead(LinearHead):
     r"""A :class:`LinearHead` fitted outside torch: a scikit-learn linear classifier on pooled features.
 
-    Takes any fitted estimator with ``coef_ [C, K]``, ``intercept_ [C]`` and ``classes_`` (LogisticRegression
-    multinomial or one-vs-rest, LinearSVC, RidgeClassifier, SGDClassifier, ...) trained on ``pool(features)``;
+    Takes any fitted estimator with ``coef_ [C, K]``, ``intercept_ [C]`` and ``classes_`` (LogisticRegression,
+    LinearSVC, RidgeClassifier, SGDClassifier, ...), or a ``OneVsRestClassifier`` of such estimators, trained on
+    ``pool(features)``;
     ``logits`` equal ``estimator.decision_function``. Binary problems (``coef_`` of shape ``[1, K]``) become two
     classes ``[negative, positive]`` with rows ``[0; coef]`` and bias ``[0; intercept]``: the softmax of the two
     logits equals the sigmoid of the decision function and the positive class carries the map.
@@ -224,28 +225,17 @@ class SklearnHead(LinearHead):
     def __init__(self, estimator: Any, *, pool: Pool = "avg", dtype: torch.dtype = torch.float32) -> None:
         import numpy as np
 
-        coef = getattr(estimator, "coef_", None)
-        if coef is None or not hasattr(estimator, "classes_"):
-            fail(
-                "classifier",
-                "a fitted scikit-learn linear classifier (with coef_, intercept_ and classes_)",
-                type(estimator).__name__,
-                type_error=coef is None and not hasattr(estimator, "fit"),
-            )
-        if hasattr(coef, "toarray"):  # sparsified estimators
-            coef = coef.toarray()
-        coef = np.asarray(coef, dtype=np.float64)
+        coef, intercept = _sklearn_coef(estimator)
         labels = list(np.asarray(estimator.classes_).tolist())
-        intercept = np.broadcast_to(np.asarray(getattr(estimator, "intercept_", 0.0), dtype=np.float64), coef.shape[:1])
-        if coef.ndim != 2 or coef.shape[0] not in (1, len(labels)) or (coef.shape[0] == 1 and len(labels) != 2):
+        if coef.shape[0] not in (1, len(labels)) or (coef.shape[0] == 1 and len(labels) != 2):
             fail("classifier", f"coef_ of shape [C, K] or [1, K] (binary) with C = {len(labels)} classes", coef)
         if coef.shape[0] == 1:
             coef = np.concatenate([np.zeros_like(coef), coef])
             intercept = np.concatenate([np.zeros(1), intercept])
         linear = nn.Linear(coef.shape[1], coef.shape[0], dtype=dtype)
         with torch.no_grad():
-            linear.weight.copy_(torch.from_numpy(coef))
-            linear.bias.copy_(torch.from_numpy(np.ascontiguousarray(intercept)))
+            linear.weight.copy_(torch.tensor(coef))
+            linear.bias.copy_(torch.tensor(intercept))
         linear.requires_grad_(False)
         super().__init__(linear, pool=pool)
         self.estimator = estimator
@@ -253,6 +243,34 @@ class SklearnHead(LinearHead):
 
     def describe(self) -> str:
         return f"{self.pool}-pool -> {type(self.estimator).__name__}"
+
+
+def _sklearn_coef(estimator: Any) -> tuple[Any, Any]:
+    """``(coef [C or 1, K], intercept [C or 1])`` float64 arrays of a fitted linear classifier (or OvR of them)."""
+    import numpy as np
+
+    parts = getattr(estimator, "estimators_", None)
+    if getattr(estimator, "coef_", None) is None and isinstance(parts, list) and parts:
+        pairs = [_sklearn_coef(e) for e in parts]  # OneVsRestClassifier: one binary estimator per class
+        if not hasattr(estimator, "classes_"):
+            fail("classifier", "a fitted scikit-learn classifier with classes_", type(estimator).__name__)
+        return np.concatenate([c for c, _ in pairs]), np.concatenate([b for _, b in pairs])
+    coef = getattr(estimator, "coef_", None)
+    if coef is None or not hasattr(estimator, "classes_"):
+        fail(
+            "classifier",
+            "a fitted scikit-learn linear classifier (with coef_, intercept_ and classes_)",
+            type(estimator).__name__,
+        )
+    assert coef is not None
+    if hasattr(coef, "toarray"):  # sparsified estimators
+        coef = coef.toarray()
+    coef = np.asarray(coef, dtype=np.float64)
+    coef = coef.reshape(1, -1) if coef.ndim == 1 else coef  # RidgeClassifier, binary
+    if coef.ndim != 2:
+        fail("classifier", "a linear classifier with coef_ of shape [C, K]", coef)
+    intercept = np.asarray(getattr(estimator, "intercept_", 0.0), dtype=np.float64).reshape(-1)
+    return coef, np.ascontiguousarray(np.broadcast_to(intercept, coef.shape[:1]))
 
 
 class ReluConvHead(Head):
@@ -336,6 +354,7 @@ class NormPoolHead(Head):
     def __init__(self, norm: nn.Module, classifier: nn.Module) -> None:
         if not isinstance(norm, nn.LayerNorm):
             fail("norm", "an nn.LayerNorm", type(norm).__name__, type_error=True)
+        assert isinstance(norm, nn.LayerNorm)
         self.norm = norm
         self.classifier = _linear_module(classifier)
         k = int(_weight_2d(self.classifier).shape[1])
@@ -394,7 +413,7 @@ class NormPoolHead(Head):
         if cls.ndim == 1:
             cls = cls.unsqueeze(0).expand(features.shape[0], -1)
         shift = wg.sum(dim=1)[cls] * mu  # sum_k W_ck g_k mu, [N, m]
-        return (raw - shift[..., None, None]) / sigma[..., None]
+        return (raw - shift[..., None, None]) / sigma[..., None, None]
 
     def offset(self, classes: torch.Tensor) -> torch.Tensor:
         w = self.weight
