@@ -256,7 +256,7 @@ def profile_camloc(name: str, model: torch.nn.Module, cam: Any, info: Any, *, qu
     torch.manual_seed(0)
     x = torch.randn(32, 3, 224, 224)
     with torch.no_grad():
-        feats, logits = cam.head(x)
+        feats, logits = cam.forward(x)
         weight = cam.head.weight
         _, cls = topk_classes(logits, 5)
         maps = class_activation_maps(feats, weight, cls)
@@ -278,7 +278,7 @@ def profile_camloc(name: str, model: torch.nn.Module, cam: Any, info: Any, *, qu
     with torch.no_grad():
         stages: dict[str, Callable[[], Any]] = {
             "plain model(x)": lambda: model(x),
-            "CAM head forward (features + head)": lambda: cam.head(x),
+            "CAM head forward (features + head)": lambda: cam.forward(x),
             "softmax + top-5 (topk_classes)": lambda: topk_classes(logits, 5),
             "CAM einsum top-5 (class_activation_maps)": lambda: class_activation_maps(feats, weight, cls),
             "scores: 2nd softmax + gather": lambda: logits.float().softmax(dim=1).gather(1, cls),
