@@ -10,6 +10,9 @@ with **no ReLU and no bias**. For global *average* pooling the identity
 :math:`\operatorname{mean}_{x,y} M_c(x, y) + b_c = \mathrm{logit}_c` holds exactly; for global *max* pooling the
 logit is :math:`\sum_k w^c_k \max_{x,y} f_k + b_c` instead (:func:`pool_logits` computes both).
 
+Other head kinds (a ReLU-conv head, LayerNorm after pooling, scikit-learn heads) and the identity each keeps
+are in :mod:`camloc.heads`; they build on these functions.
+
 Conventions: maps are ``float`` tensors ``[N, m, h, w]`` where ``m`` indexes the requested classes of each image
 in order; ``classes`` are ``int64``. Nothing here changes the inputs; everything is differentiable.
 """
