@@ -28,9 +28,9 @@ import torch
 from PIL import Image
 
 from camloc._checks import fail
+from camloc.data.images import IMAGE_EXTENSIONS
 from camloc.errors import AnnotationError
 
-IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 Item = tuple[str, int]
 
 
@@ -88,7 +88,7 @@ def _csv_layout(train_csv: Path, val_csv: Path | None) -> tuple[list[Item], list
 
 
 def _images_under(folder: Path) -> list[str]:
-    return sorted(str(p) for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(str(p) for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
 def _tiny_imagenet(root: Path) -> tuple[list[Item], list[Item] | None, tuple[str, ...]]:
