@@ -38,16 +38,11 @@ from torch import nn
 
 from camloc._checks import check_choice, check_number, fail
 from camloc.errors import CamlocValueError, UnsupportedModelError
-from camloc.models.registry import (
-    ModelInfo,
-    Preprocess,
-    describe_key_mismatch,
-    load_state_dict_file,
-    load_weights_strict,
-    register_model,
-)
+from camloc.models.info import ModelInfo, Preprocess, RegisteredModel
+from camloc.models.weights import describe_key_mismatch, load_state_dict_file, load_weights_strict
 
 __all__ = [
+    "BUILTIN_MODELS",
     "CHECKPOINT_FORMAT",
     "PAPER_ARCHS",
     "GapNet",
@@ -494,11 +489,17 @@ def _make_builder(family: str, pool: Pool) -> Callable[..., tuple[GapNet, ModelI
     return builder
 
 
-for _family in _PAPER_FAMILIES:
-    for _pool, _tag in (("avg", "gap"), ("max", "gmp")):
-        register_model(
-            f"{_family}_{_tag}", description=_PAPER_NOTES[_family].format(P=_tag.upper()) + f", global {_pool} pool"
-        )(_make_builder(_family, _pool))  # type: ignore[arg-type]
+#: The registry entries of this module (added by :mod:`camloc.models.registry` on first use).
+BUILTIN_MODELS: tuple[RegisteredModel, ...] = tuple(
+    RegisteredModel(
+        f"{family}_{tag}",
+        _make_builder(family, pool),  # type: ignore[arg-type]
+        _PAPER_NOTES[family].format(P=tag.upper()) + f", global {pool} pool",
+        default_weights=False,
+    )
+    for family in _PAPER_FAMILIES
+    for pool, tag in (("avg", "gap"), ("max", "gmp"))
+)
 
 
 # ---------------------------------------------------------------------------------------------------------
