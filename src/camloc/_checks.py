@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from camloc.errors import CamlocTypeError, CamlocValueError
 
@@ -23,7 +23,7 @@ def _describe(x: Any) -> str:
     return f"{type(x).__name__} {x!r}" if not hasattr(x, "shape") else f"{type(x).__name__} {x.shape}"
 
 
-def fail(name: str, expected: str, got: Any, *, type_error: bool = False) -> None:
+def fail(name: str, expected: str, got: Any, *, type_error: bool = False) -> NoReturn:
     """Raise the standard camloc error for argument ``name``."""
     cls = CamlocTypeError if type_error else CamlocValueError
     raise cls(f"`{name}` must be {expected}; got {got if isinstance(got, str) else _describe(got)}")
