@@ -64,3 +64,47 @@ def test_fail_message_style(value: object) -> None:
 
     with pytest.raises(CamlocValueError, match=r"^`n` must be positive; got "):
         fail("n", "positive", value)
+
+
+def _declared() -> dict[str, str]:
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+    root = SRC.parent.parent
+    deps = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
+    out = {}
+    for d in deps:
+        name = re.split(r"[<>=!~ \[;]", d, maxsplit=1)[0]
+        out[name.lower()] = d
+    return out
+
+
+_DIST_OF = {"cv2": "opencv-python-headless", "PIL": "pillow"}
+
+
+def test_every_third_party_import_of_the_package_is_declared() -> None:
+    # before: models/registry.py imported safetensors, which pyproject did not declare
+    import ast
+    import sys
+
+    declared = _declared()
+    missing = set()
+    for name, text in _sources().items():
+        for node in ast.walk(ast.parse(text)):
+            mods = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                mods = [node.module]
+            for m in mods:
+                top = m.split(".")[0]
+                if top == "camloc" or top in sys.stdlib_module_names:
+                    continue
+                if _DIST_OF.get(top, top).lower() not in declared:
+                    missing.add(f"{top} ({name})")
+    assert missing == set()
+
+
+def test_torch_floor_has_the_device_generic_grad_scaler() -> None:
+    # torch.amp.GradScaler("cuda", ...) (used by the trainer) first ships in torch 2.3; torchvision 0.18 pairs with it
+    declared = _declared()
+    assert declared["torch"].startswith("torch>=2.3")
+    assert declared["torchvision"].startswith("torchvision>=0.18")
+    assert "safetensors" in declared
