@@ -380,3 +380,25 @@ def test_end_to_end_cam_localizes_far_better_than_a_centred_box(tmp_path: Path) 
     assert gt_known >= 0.7
     assert gt_known - centred >= 0.35
     assert centred < 0.45
+
+
+def test_training_reads_datasets_with_the_annotation_readers_rules(tmp_path: Path) -> None:
+    # one set of rules: a CSV image listed with two different classes is refused (before: the first row won),
+    # and a labels-only CSV (no box columns) reads the same in training and in camloc.data.annotations
+    from camloc.data.annotations import read_csv
+    from camloc.errors import AnnotationError
+
+    root = tmp_path / "c"
+    _write_png(root / "train" / "i0.png", 0)
+    _write_png(root / "train" / "i1.png", 1)
+    csv_path = root / "train" / "labels.csv"
+    csv_path.write_text("file,class_idx\ni0.png,1\ni1.png,0\n")
+    s = discover(root, val_fraction=0.0, seed=0)
+    assert s.classes == ("class_0", "class_1")
+    assert s.train == [(str(x.path), x.class_idx) for x in read_csv(csv_path).samples]
+    csv_path.write_text("file,class_idx,x0,y0,x1,y1\ni0.png,1,0,0,5,5\ni0.png,0,6,6,9,9\n")
+    with pytest.raises(AnnotationError, match=r"labels\.csv:3: "):
+        discover(root, val_fraction=0.0, seed=0)
+    csv_path.write_text("file,class_idx\ni0.png,1\nmissing.png,0\n")
+    with pytest.raises(AnnotationError, match="references a missing image file"):
+        discover(root, val_fraction=0.0, seed=0)  # found when the data set is read, not mid-epoch

@@ -3,10 +3,12 @@
 Layouts (detected in this order, from the ``data`` root):
 
 1. camloc CSV (:mod:`camloc.data.synthetic`): ``root/train/labels.csv`` (+ optional ``root/val/labels.csv``),
-   or ``data`` itself a ``.csv`` file. Columns ``file,class_idx,...``; paths relative to the CSV. Class names
-   from ``classes.txt`` beside the CSV (else its parent), else ``class_<i>``.
+   or ``data`` itself a ``.csv`` file, read by :func:`camloc.data.annotations.read_csv` (its rules: columns
+   ``file,class_idx[,x0,y0,x1,y1,...]``, paths relative to the CSV, one class per image, class names from
+   ``classes.txt`` & co. beside the CSV or in its parent), else ``class_<i>``.
 2. Tiny-ImageNet: ``root/wnids.txt``, ``root/train/<wnid>/images/*``, ``root/val/val_annotations.txt`` +
-   ``root/val/images/*``. Class names from ``words.txt`` (first synonym) when present.
+   ``root/val/images/*``; classes and the val split read by :func:`camloc.data.annotations.read_tiny_imagenet`.
+   Class names: the first synonym of ``words.txt`` when present.
 3. ImageFolder: ``root/train/<class>/...`` (+ optional ``root/val/<class>/...``), else ``root/<class>/...``.
    Classes are the sorted folder names; images are found recursively.
 
@@ -18,7 +20,6 @@ the global RNG or how the samples are split between distributed ranks.
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +29,9 @@ import torch
 from PIL import Image
 
 from camloc._checks import fail
+from camloc.data.annotations import AnnotationSet, read_csv, read_tiny_imagenet
+from camloc.data.annotations.tiny_imagenet import tiny_imagenet_classes
 from camloc.data.images import IMAGE_EXTENSIONS
-from camloc.errors import AnnotationError
 
 Item = tuple[str, int]
 
@@ -45,45 +47,18 @@ class DataSplit:
     val_source: str  # "split" (held out from train) | "folder" | "none"
 
 
-def _read_csv_items(path: Path) -> list[Item]:
-    items: dict[str, int] = {}
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None or "file" not in header or "class_idx" not in header:
-            raise AnnotationError(path, 1, "expected a header with the columns `file` and `class_idx`")
-        fi, ci = header.index("file"), header.index("class_idx")
-        for line, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            if len(row) <= max(fi, ci):
-                raise AnnotationError(path, line, f"expected {len(header)} fields; got {len(row)}")
-            try:
-                label = int(row[ci])
-            except ValueError:
-                raise AnnotationError(path, line, f"class_idx must be an integer; got {row[ci]!r}") from None
-            if label < 0:
-                raise AnnotationError(path, line, f"class_idx must be >= 0; got {label}")
-            items.setdefault(str(path.parent / row[fi]), label)  # several boxes per image: first row's class
-    if not items:
-        raise AnnotationError(path, None, "no rows")
-    return list(items.items())
-
-
-def _read_names(path: Path) -> list[str]:
-    return [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+def _items(annotations: AnnotationSet) -> list[Item]:
+    return [(str(s.path), s.class_idx) for s in annotations.samples]
 
 
 def _csv_layout(train_csv: Path, val_csv: Path | None) -> tuple[list[Item], list[Item] | None, tuple[str, ...]]:
-    train = _read_csv_items(train_csv)
-    val = _read_csv_items(val_csv) if val_csv is not None else None
+    """The camloc CSV layout through :func:`camloc.data.annotations.read_csv` (its rules; boxes unused)."""
+    train_set = read_csv(train_csv)
+    train = _items(train_set)
+    val = _items(read_csv(val_csv, classes=train_set.class_names)) if val_csv is not None else None
+    if train_set.class_names is not None:  # read_csv checked every class_idx against it
+        return train, val, train_set.class_names
     n = 1 + max(lbl for _, lbl in train + (val or []))
-    for cand in (train_csv.parent / "classes.txt", train_csv.parent.parent / "classes.txt"):
-        if cand.is_file():
-            names = _read_names(cand)
-            if len(names) < n:
-                raise AnnotationError(cand, None, f"lists {len(names)} classes but the CSV uses class index {n - 1}")
-            return train, val, tuple(names)
     return train, val, tuple(f"class_{i}" for i in range(n))
 
 
@@ -92,34 +67,20 @@ def _images_under(folder: Path) -> list[str]:
 
 
 def _tiny_imagenet(root: Path) -> tuple[list[Item], list[Item] | None, tuple[str, ...]]:
-    wnids = _read_names(root / "wnids.txt")
-    index = {w: i for i, w in enumerate(wnids)}
+    """Tiny-ImageNet: classes and the val split through :mod:`camloc.data.annotations`'s reader; the train
+    images are found like an ImageFolder (``train/<wnid>/images/*``, or ``train/<wnid>/*``): no boxes needed."""
+    cl = tiny_imagenet_classes(root)
     train: list[Item] = []
-    for w in wnids:
-        folder = root / "train" / w / "images"
+    for label, wnid in enumerate(cl.keys):
+        folder = root / "train" / wnid / "images"
         if not folder.is_dir():
-            folder = root / "train" / w
-        train += [(p, index[w]) for p in _images_under(folder)]
-    val: list[Item] | None = None
-    ann = root / "val" / "val_annotations.txt"
-    if ann.is_file():
-        val = []
-        for line, text in enumerate(ann.read_text(encoding="utf-8").splitlines(), start=1):
-            if not text.strip():
-                continue
-            parts = text.split("\t")
-            if len(parts) < 2 or parts[1] not in index:
-                raise AnnotationError(ann, line, "expected `file<TAB>wnid...` with a wnid listed in wnids.txt")
-            val.append((str(root / "val" / "images" / parts[0]), index[parts[1]]))
-    names = list(wnids)
-    words = root / "words.txt"
-    if words.is_file():
-        lookup = {}
-        for text in words.read_text(encoding="utf-8").splitlines():
-            wnid, _, name = text.partition("\t")
-            lookup[wnid.strip()] = name.split(",")[0].strip() or wnid
-        names = [lookup.get(w, w) for w in wnids]
-    return train, val, tuple(names)
+            folder = root / "train" / wnid
+        train += [(p, label) for p in _images_under(folder)]
+    val = None
+    if (root / "val" / "val_annotations.txt").is_file():
+        val = _items(read_tiny_imagenet(root, split="val", classes=cl.keys))
+    # the model's class names: the first synonym of each words.txt entry ("goldfish, Carassius auratus")
+    return train, val, tuple(name.split(",")[0].strip() or key for key, name in zip(cl.keys, cl.names))
 
 
 def _image_folder(folder: Path, classes: list[str] | None = None) -> tuple[list[Item], list[str]]:

@@ -92,8 +92,9 @@ def read_csv(
     Columns (any order, names case-insensitive, unknown columns ignored):
         ``file`` image path relative to the CSV's folder; ``class_idx`` 0-based class (or ``wnid`` alone when a
         wnid labels file gives the order; with both, they must agree); ``x0,y0,x1,y1`` box corners used as-is
-        (all four empty: a row without a box); optional ``w,h`` image size; optional ``mask`` (PNG foreground
-        mask path, relative) and ``ignore`` (ignore-mask path) for PxAP.
+        (all four empty: a row without a box; no box column at all: image-level labels only, as for training);
+        optional ``w,h`` image size; optional ``mask`` (PNG foreground mask path, relative) and ``ignore``
+        (ignore-mask path) for PxAP.
     Rows of the same file are grouped into one sample (first-appearance order); a different class, size or
     ignore mask on a later row of the same file is an error.
 
@@ -130,7 +131,9 @@ def read_csv(
         raise AnnotationError(p, None, "empty file (expected a header 'file,class_idx,x0,y0,x1,y1')")
     hline, header = rows[0]
     cols = [c.strip().lower() for c in header]
-    missing = [c for c in _CSV_REQUIRED if c not in cols]
+    box_cols = ("x0", "y0", "x1", "y1")
+    has_boxes = any(c in cols for c in box_cols)  # image-level labels only: no box column at all
+    missing = [c for c in _CSV_REQUIRED if c not in cols and (has_boxes or c not in box_cols)]
     if missing or ("class_idx" not in cols and "wnid" not in cols):
         need = missing + ([] if ("class_idx" in cols or "wnid" in cols) else ["class_idx"])
         raise AnnotationError(p, hline, f"header lacks column(s) {', '.join(need)}; got {','.join(header)}")
@@ -154,7 +157,7 @@ def read_csv(
         b = _set_class(builders, f, root / f, cidx, p, line)
         if check_files and b.line == line:  # first row of this image
             check_exists(files, b.path, p, line)
-        coords = [cell[c] for c in ("x0", "y0", "x1", "y1")]
+        coords = [cell[c] for c in box_cols] if has_boxes else []
         if any(coords):
             if not all(coords):
                 raise AnnotationError(p, line, "box columns x0,y0,x1,y1 must be all set or all empty")

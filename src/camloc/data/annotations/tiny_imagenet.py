@@ -32,6 +32,22 @@ from camloc.data.annotations.records import (
 TINY_IMAGENET_SIZE = (64, 64)
 
 
+def tiny_imagenet_classes(root: Path) -> ClassList:
+    """The Tiny-ImageNet class order (``wnids.txt`` line order) and names (``words.txt`` when present, else the
+    wnids); ``words.txt`` lines are ``<wnid><TAB or space><name>``."""
+    wnids_txt = require_file(root / "wnids.txt", "the Tiny-ImageNet class list")
+    own = read_class_list(wnids_txt)
+    names = own.keys
+    words_txt = root / "words.txt"
+    if words_txt.is_file():
+        lookup: dict[str, str] = {}
+        for _, text in text_lines(words_txt):
+            wnid, _, name = text.partition("\t") if "\t" in text else text.partition(" ")
+            lookup[wnid.strip()] = name.strip() or wnid.strip()
+        names = tuple(lookup.get(w, w) for w in own.keys)
+    return ClassList(own.keys, names, wnids_txt)
+
+
 def read_tiny_imagenet(
     path: str | os.PathLike[str],
     *,
@@ -57,19 +73,8 @@ def read_tiny_imagenet(
     root = as_path("path", path)
     _check_split(split, ("val", "train"))
     _check_flag("check_files", check_files)
-    wnids_txt = require_file(root / "wnids.txt", "the Tiny-ImageNet class list")
-    own = read_class_list(wnids_txt)
-    cl = resolve_classes(classes)
-    if cl is None:
-        names = own.keys
-        words_txt = root / "words.txt"
-        if words_txt.is_file():
-            lookup: dict[str, str] = {}
-            for _, text in text_lines(words_txt):
-                wnid, _, name = text.partition("\t") if "\t" in text else text.partition(" ")
-                lookup[wnid.strip()] = name.strip() or wnid.strip()
-            names = tuple(lookup.get(w, w) for w in own.keys)
-        cl = ClassList(own.keys, names, wnids_txt)
+    own = tiny_imagenet_classes(root)
+    cl = resolve_classes(classes) or own
     index = cl.index_of()
     files = FileIndex()
     builders: dict[str, _Builder] = {}
