@@ -20,10 +20,12 @@ __all__ = ["epoch_seed", "preserved_global_rng", "seed_all"]
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """A 32-bit seed that depends on ``(seed, epoch, rank)`` only (numpy SeedSequence)."""
     return int(np.random.SeedSequence([seed, epoch, rank, 11]).generate_state(1)[0])
 
 
 def seed_all(s: int) -> None:
+    """Seed the python, numpy and torch (CPU and CUDA) global RNGs with ``s``."""
     random.seed(s)
     np.random.seed(s)  # noqa: NPY002 - the global RNG other code may use, on purpose
     torch.manual_seed(s)
