@@ -780,3 +780,16 @@ def test_read_dataset_options_and_detection_errors(tmp_path: Path) -> None:
         detect_format(tmp_path / "missing")
     with pytest.raises(CamlocTypeError, match=r"`path` must be a str or os\.PathLike"):
         read_dataset(3)
+
+
+def test_csv_without_box_columns_gives_image_level_labels(tmp_path: Path) -> None:
+    _img(tmp_path / "a.png")
+    _img(tmp_path / "b.png")
+    ds = read_csv(_write(tmp_path / "l.csv", "file,class_idx\na.png,2\nb.png,0\n"))
+    assert [(s.path.name, s.class_idx, s.boxes.shape) for s in ds.samples] == [
+        ("a.png", 2, (0, 4)),
+        ("b.png", 0, (0, 4)),
+    ]
+    p = _write(tmp_path / "m.csv", "file,class_idx,x0,y0\na.png,2,1,1\n")  # some box columns: all four needed
+    with _expect_error("header lacks column\\(s\\) x1, y1", p, 1):
+        read_csv(p)

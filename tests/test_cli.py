@@ -157,3 +157,74 @@ def test_synthetic_train_then_explain_and_evaluate_with_checkpoint(tmp_path: Pat
     )
     doc = json.loads(capsys.readouterr().out)
     assert doc["images"] == 6 and "pxap" in doc["metrics"]  # the synthetic set carries masks
+
+
+def _run_python(code: str) -> str:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(camloc.__file__).resolve().parent.parent)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    return proc.stdout
+
+
+_IMPORTS = (
+    "import sys, contextlib, io\n"
+    "from camloc.cli import main\n"
+    "buf = io.StringIO()\n"
+    "with contextlib.redirect_stdout(buf):\n"
+    "    code = main({argv!r})\n"
+    "mods = [m for m in ('camloc.train', 'camloc.training', 'torch.distributed', 'torch') if m in sys.modules]\n"
+    "print(code, ','.join(mods))\n"
+    "print(buf.getvalue())\n"
+)
+
+
+def test_help_lists_every_command_without_importing_torch_or_the_trainer() -> None:
+    from camloc.cli import COMMANDS
+
+    out = _run_python(_IMPORTS.format(argv=["--help"]))
+    status, _, help_text = out.partition("\n")
+    assert status == "0 "  # exit 0; none of camloc.train(ing), torch.distributed, torch imported
+    for name, _, help_line in COMMANDS:
+        assert name in help_text and help_line[:30] in help_text
+    assert [c[0] for c in COMMANDS] == ["explain", "models", "synthetic", "evaluate", "train"]
+    assert "--debug" in help_text
+
+
+def test_models_command_does_not_import_the_trainer() -> None:
+    status = _run_python(_IMPORTS.format(argv=["models"])).partition("\n")[0]
+    code, _, mods = status.partition(" ")
+    assert code == "0"
+    assert "camloc.train" not in mods.split(",") and "camloc.training" not in mods.split(",")
+
+
+def test_camloc_errors_are_one_line_and_exit_2(monkeypatch, capsys) -> None:
+    from camloc import cli
+    from camloc.errors import CamlocValueError
+
+    def user_error(args):
+        raise CamlocValueError("`x` must be fine; got bad")
+
+    monkeypatch.setattr(cli, "cmd_models", user_error)
+    assert main(["models"]) == 2
+    err = capsys.readouterr().err
+    assert err == "camloc: error: `x` must be fine; got bad\n"  # no traceback
+    assert main(["--debug", "models"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "in user_error" in err
+    assert err.endswith("camloc: error: `x` must be fine; got bad\n")
+
+
+@pytest.mark.parametrize("exc", [ValueError, TypeError, KeyError])
+def test_other_exceptions_are_bugs_and_propagate(monkeypatch, exc) -> None:
+    # before: every ValueError/TypeError, real bugs included, became "exit 2" without a trace
+    from camloc import cli
+
+    def bug(args):
+        raise exc("a bug in camloc")
+
+    monkeypatch.setattr(cli, "cmd_models", bug)
+    with pytest.raises(exc, match="a bug in camloc"):
+        main(["models"])

@@ -59,12 +59,12 @@ def test_two_cpu_processes_end_with_identical_weights(tmp_path: Path) -> None:
     # rank 0 wrote the checkpoint, holding the same weights
     ck = torch.load(out / "last.pt", weights_only=True)
     assert all(torch.equal(ck["model"][k], s0[k]) for k in s0)
-    assert ck["epoch"] == 1
+    assert ck["training"]["epoch"] == 1 and ck["training"]["world_size"] == 2
     # each rank ran ceil(24 / 2 / 4) = 3 steps
-    assert ck["scheduler"]["last_epoch"] == 3
+    assert ck["training"]["scheduler"]["last_epoch"] == 3
     # the all-reduced val top-1 covers all 9 val images once: it matches a single-process evaluation
-    from camloc._train_data import ImageDataset, discover
     from camloc.train import load_checkpoint
+    from camloc.training.data import ImageDataset, discover
 
     model, info = load_checkpoint(out / "last.pt")
     split = discover(data, val_fraction=0.1, seed=0)
@@ -73,6 +73,6 @@ def test_two_cpu_processes_end_with_identical_weights(tmp_path: Path) -> None:
     y = torch.tensor([ds[i][1] for i in range(len(ds))])
     with torch.no_grad():
         top1 = int((model(x).argmax(1) == y).sum()) / len(y)
-    assert ck["history"][0]["val_top1"] == top1
+    assert ck["training"]["history"][0]["val_top1"] == top1
     assert (out / "done0.txt").read_text() == (out / "done1.txt").read_text()
     assert sorted(p.name for p in out.iterdir() if p.suffix == ".pt") == ["best.pt", "last.pt", "rank0.pt", "rank1.pt"]

@@ -201,3 +201,15 @@ def test_jsonl_unserialisable_row_writes_nothing(tmp_path: Path) -> None:
         w.write({"c": 3})
     assert (tmp_path / "r.jsonl").read_text().splitlines() == ['{"a": 1}', '{"c": 3}']
     assert w.lines_written == 2
+
+
+def test_fsync_false_skips_fsync_but_stays_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real(fd))[1])
+    atomic_write_bytes(tmp_path / "a.bin", b"abc")
+    assert len(calls) == 1
+    atomic_write_bytes(tmp_path / "b.bin", b"xyz", fsync=False)
+    assert len(calls) == 1  # no second fsync
+    assert (tmp_path / "b.bin").read_bytes() == b"xyz"
+    assert _listing(tmp_path) == ["a.bin", "b.bin"]  # no temporaries left

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 import torchvision
@@ -279,3 +281,51 @@ def test_camloc_finds_the_head_of_gap_nets(nets: dict) -> None:
         head = heads.resolve_head(model.eval())
         assert head.pool == model.cam_pool
         assert head.classifier is model.get_classifier()
+
+
+def _fresh_registry(monkeypatch: pytest.MonkeyPatch, modules: tuple[str, ...]) -> Any:
+    from camloc.models import registry
+
+    monkeypatch.setattr(registry, "BUILTIN_MODULES", modules)
+    monkeypatch.setattr(registry, "_builtin_loaded", False)
+    monkeypatch.setattr(registry, "_REGISTRY", {})
+    return registry
+
+
+def test_broken_builtin_module_surfaces_its_own_import_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    # before: contextlib.suppress(ImportError) turned a broken paper.py into "`model` must be a registered name"
+    import sys
+
+    registry = _fresh_registry(monkeypatch, ("camloc.models.efficientnet_lite", "camloc.models.paper"))
+    monkeypatch.setitem(sys.modules, "camloc.models.paper", None)  # importing it now raises ImportError
+    with pytest.raises(ImportError, match=r"camloc\.models\.paper"):
+        registry.list_models()
+    with pytest.raises(ImportError, match=r"camloc\.models\.paper"):
+        create_model("vgg16_gap")
+    assert registry._REGISTRY == {}  # nothing half-registered; the next call retries
+    monkeypatch.delitem(sys.modules, "camloc.models.paper")
+    assert "vgg16_gap" in {e.name for e in registry.list_models()}
+
+
+def test_bug_inside_builtin_module_propagates(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    (tmp_path / "camloc_test_broken_builtin.py").write_text("BUILTIN_MODELS = ()\nundefined_name + 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = _fresh_registry(monkeypatch, ("camloc.models.paper", "camloc_test_broken_builtin"))
+    with pytest.raises(NameError, match="undefined_name"):
+        registry.get_model_entry("vgg16_gap")
+
+
+def test_models_package_has_no_import_cycle() -> None:
+    # the builders import the shared types and weight loaders, never the registry (which imports them)
+    import ast
+    from pathlib import Path
+
+    import camloc.models as pkg
+
+    folder = Path(pkg.__file__).parent
+    for name in ("efficientnet_lite", "paper", "zoo", "info", "weights"):
+        tree = ast.parse((folder / f"{name}.py").read_text(encoding="utf-8"))
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        assert "camloc.models.registry" not in imported, name
+        assert "camloc.models" not in imported, name

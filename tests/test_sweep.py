@@ -380,15 +380,17 @@ def test_parity_float32_maps():
 def test_parity_both_exact_routes_for_contours(monkeypatch, limit):
     # limit 0: every unsettled checkpoint goes through the filled-mask passes; huge: through cv2.findContours
     monkeypatch.setattr(sweep, "_PER_MASK_LIMIT", limit)
+    from camloc import _sweep_reference
+
     calls = {"bg_pass": 0, "contour_boxes": 0}
-    for name in calls:
-        original = getattr(sweep._k, name)
+    for name, module in (("bg_pass", sweep._k), ("contour_boxes", _sweep_reference)):
+        original = getattr(module, name)
 
         def counted(*args, _original=original, _name=name, **kwargs):
             calls[_name] += 1
             return _original(*args, **kwargs)
 
-        monkeypatch.setattr(sweep._k, name, counted)
+        monkeypatch.setattr(module, name, counted)
     _check_parity(random_maps(7, 30), "wsolevaluation", np.arange(0, 1, 0.004), seed=8)
     used = "bg_pass" if limit == 0 else "contour_boxes"
     assert calls[used] > 0
@@ -408,3 +410,20 @@ def test_random_dense_masks_topology():
     maps = [rng.random((int(rng.integers(5, 25)), int(rng.integers(5, 25)))) for _ in range(40)]
     _check_parity(maps, "wsolevaluation", np.arange(0, 1, 0.01), seed=13)
     _check_parity(maps, "paper", np.arange(0, 1, 0.01), seed=14)
+
+
+def test_fast_path_does_not_import_the_opencv_reference_engines() -> None:
+    # the compiled passes and the OpenCV oracles live in separate modules; a sweep the kernels settle alone
+    # (no area ties) never imports the latter
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from camloc.sweep import sweep_boxes\n"
+        "m = np.add.outer(np.arange(20.0), np.arange(30.0))\n"
+        "sweep_boxes(m, protocol='paper')\n"
+        "print('camloc._sweep_reference' in sys.modules, 'cv2' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]

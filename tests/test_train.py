@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from camloc._train_data import ImageDataset, crop_params, discover
 from camloc.data.synthetic import make_synthetic_dataset
 from camloc.errors import CamlocValueError
 from camloc.train import TrainConfig, load_checkpoint, main, train
+from camloc.training.data import ImageDataset, crop_params, discover
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -53,34 +54,122 @@ def _state(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def test_resume_is_bit_for_bit(tiny_data: Path, tmp_path: Path) -> None:
-    straight = train(_config(tiny_data, tmp_path / "a", drop_rate=0.3))
-    first = train(_config(tiny_data, tmp_path / "b", drop_rate=0.3), stop_after_epoch=1)
-    assert first.completed_epochs == 1
-    resumed = train(_config(tiny_data, tmp_path / "b", drop_rate=0.3, resume=True))
-    assert resumed.completed_epochs == 2
-    a, b = _state(straight.last_checkpoint), _state(resumed.last_checkpoint)
+def _same_run(a: dict, b: dict) -> None:
+    """Two checkpoints (schema 2) hold the same weights, optimizer state, schedule and metrics."""
     assert a["model"].keys() == b["model"].keys()
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
-    for ga, gb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+    ta, tb = a["training"], b["training"]
+    for ga, gb in zip(ta["optimizer"]["state"].values(), tb["optimizer"]["state"].values(), strict=True):
         assert torch.equal(ga["momentum_buffer"], gb["momentum_buffer"])
-    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == 2 * 3  # 24 images / 8 per step
-    strip = [{k: v for k, v in h.items() if k not in ("seconds", "images_per_second")} for h in a["history"]]
-    assert strip == [{k: v for k, v in h.items() if k not in ("seconds", "images_per_second")} for h in b["history"]]
+    assert ta["scheduler"]["last_epoch"] == tb["scheduler"]["last_epoch"]
+    strip = [{k: v for k, v in h.items() if k not in ("seconds", "images_per_second")} for h in ta["history"]]
+    assert strip == [{k: v for k, v in h.items() if k not in ("seconds", "images_per_second")} for h in tb["history"]]
+
+
+def _scramble_global_rng(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - the global RNG, on purpose
+    torch.manual_seed(seed)
+
+
+def test_resume_is_bit_for_bit(tiny_data: Path, tmp_path: Path) -> None:
+    # dropout draws from torch's global RNG: the resumed epoch must draw what the straight run drew, whatever
+    # the caller's RNG state when it resumes (the epoch's randomness is a function of (seed, epoch, rank) only)
+    _scramble_global_rng(1)
+    straight = train(_config(tiny_data, tmp_path / "a", drop_rate=0.3))
+    _scramble_global_rng(2)
+    first = train(_config(tiny_data, tmp_path / "b", drop_rate=0.3), stop_after_epoch=1)
+    assert first.completed_epochs == 1
+    _scramble_global_rng(3)
+    torch.rand(1000)  # and consumed some of it
+    resumed = train(_config(tiny_data, tmp_path / "b", drop_rate=0.3, resume=True))
+    assert resumed.completed_epochs == 2
+    a, b = _state(straight.last_checkpoint), _state(resumed.last_checkpoint)
+    _same_run(a, b)
+    assert a["training"]["scheduler"]["last_epoch"] == 2 * 3  # 24 images / 8 per step
+    assert "rng" not in a["training"]  # nothing restored that the per-epoch reseed would overwrite
     # and a second straight run reproduces the first (determinism with a seed on CPU)
     again = train(_config(tiny_data, tmp_path / "c", drop_rate=0.3))
     c = _state(again.last_checkpoint)
     assert all(torch.equal(a["model"][k], c["model"][k]) for k in a["model"])
 
 
+def test_train_gives_the_caller_its_rng_state_back(tiny_data: Path, tmp_path: Path) -> None:
+    # before: the per-epoch reseed of the global RNGs leaked out of train()
+    _scramble_global_rng(7)
+    expected = (random.random(), float(np.random.random()), float(torch.rand(1)))  # noqa: NPY002
+    _scramble_global_rng(7)
+    train(_config(tiny_data, tmp_path / "r", epochs=1, drop_rate=0.3))
+    assert (random.random(), float(np.random.random()), float(torch.rand(1))) == expected  # noqa: NPY002
+
+
+def _as_schema1(ck: dict) -> dict:
+    """The dict layout camloc 0.1's train.py wrote (format camloc-train-checkpoint, schema_version 1)."""
+    t = ck["training"]
+    return {
+        "format": "camloc-train-checkpoint",
+        "schema_version": 1,
+        "model": ck["model"],
+        "optimizer": t["optimizer"],
+        "scheduler": t["scheduler"],
+        "scaler": t["scaler"],
+        "epoch": t["epoch"],
+        "rng": {"torch": torch.get_rng_state(), "numpy": ["MT19937", torch.zeros(624, dtype=torch.int64), 0, 0, 0.0]},
+        "config": t["config"],
+        "history": t["history"],
+        "best_epoch": t["best_epoch"],
+        "best_val_top1": t["best_val_top1"],
+        "model_info": ck["model_info"],
+        "build": ck["architecture"]["spec"],
+    }
+
+
+def test_schema1_checkpoints_still_load_and_resume(tiny_data: Path, tmp_path: Path) -> None:
+    straight = train(_config(tiny_data, tmp_path / "a"))
+    first = train(_config(tiny_data, tmp_path / "old"), stop_after_epoch=1)
+    old = _as_schema1(_state(first.last_checkpoint))
+    torch.save(old, first.last_checkpoint)
+    # load_checkpoint, the registry's weights= and a resumed run all read the old layout
+    model, info = load_checkpoint(first.last_checkpoint)
+    assert info.name == "tiny_gap" and info.categories == ("stripes", "checker", "dots")
+    assert info.extra["build"] == old["build"]
+    from camloc.models.registry import create_model
+
+    m2, info2 = create_model("tiny_gap", weights=first.last_checkpoint)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(m2(x), model(x))
+    assert info2.preprocess == info.preprocess
+    resumed = train(_config(tiny_data, tmp_path / "old", resume=True))
+    _same_run(_state(straight.last_checkpoint), _state(resumed.last_checkpoint))
+
+
+def test_resume_with_another_world_size_is_refused(tiny_data: Path, tmp_path: Path) -> None:
+    first = train(_config(tiny_data, tmp_path / "w"), stop_after_epoch=1)
+    ck = _state(first.last_checkpoint)
+    assert ck["training"]["world_size"] == 1
+    ck["training"]["world_size"] = 2  # as if written by `torchrun --nproc-per-node 2`
+    torch.save(ck, first.last_checkpoint)
+    with pytest.raises(CamlocValueError, match=r"^`WORLD_SIZE` must be 2, the world size of the run being resumed"):
+        train(_config(tiny_data, tmp_path / "w", resume=True))
+
+
 def test_checkpoint_contents_and_load_checkpoint(tiny_data: Path, tmp_path: Path) -> None:
     res = train(_config(tiny_data, tmp_path / "run", epochs=1))
     ck = _state(res.last_checkpoint)
-    assert ck["format"] == "camloc-train-checkpoint" and ck["schema_version"] == 1
-    assert {"model", "optimizer", "scheduler", "epoch", "rng", "config", "history", "model_info", "build"} <= set(ck)
-    assert set(ck["rng"]) >= {"torch", "numpy", "python"}
-    assert ck["epoch"] == 1 and ck["config"]["arch"] == "tiny_gap" and ck["config"]["img_size"] == 32
+    assert ck["format"] == "camloc-checkpoint" and ck["schema_version"] == 2
+    assert set(ck) == {"format", "schema_version", "architecture", "model", "model_info", "training"}
+    assert ck["architecture"] == {
+        "kind": "gap_network",
+        "spec": {"arch": "tiny_gap", "pool": "avg", "width": 16, "conv_channels": 64},
+    }
+    t = ck["training"]
+    assert set(t) == {
+        "epoch", "world_size", "optimizer", "scheduler", "scaler", "config", "history", "best_epoch", "best_val_top1"
+    }  # fmt: skip
+    assert t["epoch"] == 1 and t["world_size"] == 1
+    assert t["config"]["arch"] == "tiny_gap" and t["config"]["img_size"] == 32
     assert ck["model_info"]["categories"] == ["stripes", "checker", "dots"]
     assert res.best_checkpoint.is_file() and res.best_epoch == 1
     assert not list(res.out_dir.glob(".*.tmp"))
@@ -291,3 +380,25 @@ def test_end_to_end_cam_localizes_far_better_than_a_centred_box(tmp_path: Path) 
     assert gt_known >= 0.7
     assert gt_known - centred >= 0.35
     assert centred < 0.45
+
+
+def test_training_reads_datasets_with_the_annotation_readers_rules(tmp_path: Path) -> None:
+    # one set of rules: a CSV image listed with two different classes is refused (before: the first row won),
+    # and a labels-only CSV (no box columns) reads the same in training and in camloc.data.annotations
+    from camloc.data.annotations import read_csv
+    from camloc.errors import AnnotationError
+
+    root = tmp_path / "c"
+    _write_png(root / "train" / "i0.png", 0)
+    _write_png(root / "train" / "i1.png", 1)
+    csv_path = root / "train" / "labels.csv"
+    csv_path.write_text("file,class_idx\ni0.png,1\ni1.png,0\n")
+    s = discover(root, val_fraction=0.0, seed=0)
+    assert s.classes == ("class_0", "class_1")
+    assert s.train == [(str(x.path), x.class_idx) for x in read_csv(csv_path).samples]
+    csv_path.write_text("file,class_idx,x0,y0,x1,y1\ni0.png,1,0,0,5,5\ni0.png,0,6,6,9,9\n")
+    with pytest.raises(AnnotationError, match=r"labels\.csv:3: "):
+        discover(root, val_fraction=0.0, seed=0)
+    csv_path.write_text("file,class_idx\ni0.png,1\nmissing.png,0\n")
+    with pytest.raises(AnnotationError, match="references a missing image file"):
+        discover(root, val_fraction=0.0, seed=0)  # found when the data set is read, not mid-epoch

@@ -1,22 +1,29 @@
-"""One validation helper family, one message style: "`name` must be <expected>; got <actual>"."""
+"""One validation helper family, one message style: "`name` must be <expected>; got <actual>".
+
+:func:`fail` is THE way camloc raises an argument error. This module does not import torch (only
+:func:`check_tensor` does, when called), so torch-free modules (``camloc.data``) use it too.
+"""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from camloc.errors import CamlocTypeError, CamlocValueError
 
+if TYPE_CHECKING:
+    import torch
+
 
 def _describe(x: Any) -> str:
-    if isinstance(x, torch.Tensor):
+    torch = sys.modules.get("torch")  # a tensor exists only if torch was imported
+    if torch is not None and isinstance(x, torch.Tensor):
         return f"Tensor of shape {tuple(x.shape)} and dtype {x.dtype}"
     return f"{type(x).__name__} {x!r}" if not hasattr(x, "shape") else f"{type(x).__name__} {x.shape}"
 
 
-def fail(name: str, expected: str, got: Any, *, type_error: bool = False) -> None:
+def fail(name: str, expected: str, got: Any, *, type_error: bool = False) -> NoReturn:
     """Raise the standard camloc error for argument ``name``."""
     cls = CamlocTypeError if type_error else CamlocValueError
     raise cls(f"`{name}` must be {expected}; got {got if isinstance(got, str) else _describe(got)}")
@@ -31,6 +38,8 @@ def check_tensor(
     finite: bool = False,
 ) -> torch.Tensor:
     """Check that ``x`` is a tensor with the given rank (and optionally floating, finite); return it."""
+    import torch
+
     if not isinstance(x, torch.Tensor):
         fail(name, "a torch.Tensor", x, type_error=True)
     if ndim is not None:

@@ -1,4 +1,4 @@
-"""Compiled threshold-sweep passes (numba) and the exact per-mask OpenCV engines.
+"""Compiled threshold-sweep passes (numba): the fast path of :mod:`camloc.sweep`.
 
 The sweep never labels one mask per threshold. The masks of a sweep are nested: every threshold keeps the
 pixels whose value passes a cut-off, and the kept set only grows as the threshold falls. The caller gives each
@@ -23,18 +23,17 @@ contour never has a larger area than the top-level contour around it. So the lar
 exactly by :func:`fg_pass` on the raw buckets wherever no other component than the largest has a hole, and on
 the filled-mask buckets (from :func:`bg_pass`) everywhere, except when several components share the largest
 area: then OpenCV's contour order decides, and the caller re-evaluates that checkpoint with
-:func:`contour_boxes`. These identities are what ``tests/test_sweep.py`` checks against ``cv2.findContours``
-on random smooth and noise maps.
+:func:`camloc._sweep_reference.contour_boxes`. These identities are what ``tests/test_sweep.py`` checks
+against ``cv2.findContours`` on random smooth and noise maps.
 
-Without numba, :func:`component_boxes` / :func:`contour_boxes` evaluate each distinct mask with OpenCV
-(slower, same answers).
+Without numba, the per-mask OpenCV engines of :mod:`camloc._sweep_reference` evaluate each distinct mask
+(slower, same answers); this module imports neither them nor OpenCV.
 """
 
 from __future__ import annotations
 
 import threading
 
-import cv2
 import numpy as np
 
 try:  # numba is optional: the per-mask OpenCV engines give the same answers, only slower.
@@ -44,9 +43,6 @@ try:  # numba is optional: the per-mask OpenCV engines give the same answers, on
 except ImportError:  # pragma: no cover - exercised only where numba is missing
     numba = None  # type: ignore[assignment]
     HAVE_NUMBA = False
-
-_CONTOUR_INDEX = 0 if int(cv2.__version__.split(".")[0]) != 3 else 1
-
 
 SELECT_NONE = 0  # no single box (multi-box mode only)
 SELECT_PIXELS = 1  # the component with the most pixels; ties -> first pixel in raster order
@@ -658,60 +654,3 @@ def bg_pass(
             phi[p] = phi_p[(r + 1) * wp + c + 1]
             p += 1
     return phi, out_hit
-
-
-# ----------------------------------------------------------------------------------------------------------
-# exact per-mask engines (OpenCV): the contour fallback and the no-numba path
-
-
-def contour_boxes(mask: np.ndarray, *, multi: bool, clip: bool) -> np.ndarray:
-    """wsolevaluation's candidate boxes for one binary mask (uint8 [H, W], nonzero = kept) -> int64 [C, 4].
-
-    ``cv2.findContours(RETR_TREE, CHAIN_APPROX_SIMPLE)``; single mode keeps the first contour with the largest
-    ``cv2.contourArea``; each contour gives ``cv2.boundingRect`` as (x, y, x + w, y + h), with x1 clipped to
-    W - 1 and y1 to H - 1 when ``clip``. No contour -> one box (0, 0, 0, 0).
-    """
-    h, w = mask.shape
-    contours = cv2.findContours(mask, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[_CONTOUR_INDEX]
-    if len(contours) == 0:
-        return np.zeros((1, 4), np.int64)
-    if not multi:
-        areas = [cv2.contourArea(cnt) for cnt in contours]
-        contours = [contours[int(np.argmax(areas))]]
-    out = np.empty((len(contours), 4), np.int64)
-    for i, cnt in enumerate(contours):
-        x, y, bw, bh = cv2.boundingRect(cnt)
-        x1, y1 = x + bw, y + bh
-        if clip:
-            x1, y1 = min(x1, w - 1), min(y1, h - 1)
-        out[i] = (x, y, x1, y1)
-    return out
-
-
-def component_boxes(mask: np.ndarray, *, multi: bool) -> np.ndarray:
-    """8-connected component boxes ``(c0, r0, c1 + 1, r1 + 1)`` of one mask -> int64 [C, 4] (C = 0 if empty).
-
-    Single mode: the component with the most pixels, ties -> the first in raster order of its first pixel.
-    """
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=cv2.CV_32S)
-    if n <= 1:
-        return np.zeros((0, 4), np.int64)
-    st = stats[1:].astype(np.int64)
-    boxes = np.stack(
-        [
-            st[:, cv2.CC_STAT_LEFT],
-            st[:, cv2.CC_STAT_TOP],
-            st[:, cv2.CC_STAT_LEFT] + st[:, cv2.CC_STAT_WIDTH],
-            st[:, cv2.CC_STAT_TOP] + st[:, cv2.CC_STAT_HEIGHT],
-        ],
-        axis=1,
-    )
-    if multi:
-        return boxes
-    area = st[:, cv2.CC_STAT_AREA]
-    tied = np.flatnonzero(area == area.max())
-    if tied.size == 1:
-        return boxes[tied]
-    flat = labels.ravel()
-    firsts = [int(np.argmax(flat == lab + 1)) for lab in tied]  # first pixel of each tied component
-    return boxes[[tied[int(np.argmin(firsts))]]]

@@ -1,15 +1,22 @@
 """``camloc`` command line: thin wrappers over the library. ``main(argv) -> int`` is the testable entry point.
 
+Every command is one row of :data:`COMMANDS` (name, ``"module:function"``, help); the function fills the
+command's sub-parser (``register(parser)``) and sets ``func``. Only the module of the command being run is
+imported, so ``camloc --help`` imports neither torch nor the trainer.
+
 Exit codes: 0 success; 1 the run finished but some inputs failed (reported on stderr and in the manifest);
-2 bad usage or arguments.
+2 bad usage or arguments: a camloc error (:class:`~camloc.errors.CamlocError`) is printed as one line
+(``--debug``: with its traceback). Any other exception is a bug and propagates with its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,10 +51,8 @@ def load_model_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
     from camloc.models.registry import create_model
 
     if args.checkpoint is not None:
-        try:
-            from camloc.train import load_checkpoint
-        except ImportError as e:  # pragma: no cover
-            raise CamlocError("`--checkpoint` needs camloc.train, which is not available") from e
+        from camloc.checkpoint import load_checkpoint
+
         model, info = load_checkpoint(args.checkpoint)
     else:
         model, info = create_model(args.model, weights=args.weights)
@@ -227,12 +232,7 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(f"{self.prog}: error: {message}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="camloc", description="Class activation maps, boxes and localization metrics.")
-    parser.add_argument("--version", action="version", version=f"camloc {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    p = sub.add_parser("explain", help="top-k classes, CAM overlays and boxes for image files or folders")
+def register_explain(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
     _model_args(p)
     p.add_argument("--topk", type=int, default=5)
@@ -244,11 +244,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_explain)
 
-    p = sub.add_parser("models", help="list the built-in models")
+
+def register_models(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_models)
 
-    p = sub.add_parser("synthetic", help="write the synthetic weak-localization data set (CSV + masks)")
+
+def register_synthetic(p: argparse.ArgumentParser) -> None:
     p.add_argument("out", type=Path, metavar="OUT")
     p.add_argument("--classes", type=int, default=4)
     p.add_argument("--train-per-class", type=int, default=150)
@@ -257,21 +259,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_synthetic)
 
-    for extra in ("camloc.cli_evaluate", "camloc.train"):
-        try:
-            mod = __import__(extra, fromlist=["register_cli"])
-        except ImportError:
-            continue
-        if hasattr(mod, "register_cli"):
-            mod.register_cli(sub)
+
+#: Every ``camloc`` command: (name, ``"module:function"`` filling its sub-parser, one-line help), in help order.
+COMMANDS: tuple[tuple[str, str, str], ...] = (
+    ("explain", "camloc.cli:register_explain", "top-k classes, CAM overlays and boxes for image files or folders"),
+    ("models", "camloc.cli:register_models", "list the built-in models"),
+    ("synthetic", "camloc.cli:register_synthetic", "write the synthetic weak-localization data set (CSV + masks)"),
+    (
+        "evaluate",
+        "camloc.cli_evaluate:register",
+        "localization metrics (top-1/5 loc, GT-known, MaxBoxAcc(V2), PxAP)",
+    ),
+    ("train", "camloc.training.cli:register", "train a GAP network on image-level labels (torchrun-aware)"),
+)
+
+
+def _register(target: str, parser: argparse.ArgumentParser) -> None:
+    module, _, name = target.partition(":")
+    getattr(importlib.import_module(module), name)(parser)
+
+
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The command named in ``argv``: its first token that is not an option (the global options take no value)."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    return first if first in {c[0] for c in COMMANDS} else None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The ``camloc`` parser. With ``argv``, only the sub-parser of the command it names is filled (and its
+    module imported); without, all of them are."""
+    parser = _Parser(prog="camloc", description="Class activation maps, boxes and localization metrics.")
+    parser.add_argument("--version", action="version", version=f"camloc {__version__}")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of camloc errors too")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    chosen = None if argv is None else _command_in(argv)
+    for name, target, help_text in COMMANDS:
+        p = sub.add_parser(name, help=help_text)
+        if argv is None or name == chosen:
+            _register(target, p)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit code (never calls ``sys.exit``)."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     try:
-        args = parser.parse_args(list(argv) if argv is not None else None)
+        args = parser.parse_args(argv)
     except SystemExit as e:
         if isinstance(e.code, str):
             print(e.code, file=sys.stderr)
@@ -288,7 +322,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args))
-    except (CamlocError, ValueError, TypeError) as e:
+    except CamlocError as e:  # a user error: one line; anything else is a bug and keeps its traceback
+        if args.debug:
+            traceback.print_exc()
         print(f"camloc: error: {e}", file=sys.stderr)
         return 2
 

@@ -16,10 +16,10 @@ FORMAT_CHOICES = ("auto", "imagenet", "voc", "cub", "wsol", "tiny", "csv")
 _FORMAT_NAMES = {"imagenet": "ilsvrc_xml", "tiny": "tiny_imagenet"}
 
 
-def register_cli(sub: Any) -> None:
+def register(p: argparse.ArgumentParser) -> None:
+    """Fill the ``camloc evaluate`` sub-parser (the CLI's command table calls this; see :mod:`camloc.cli`)."""
     from camloc.cli import _model_args
 
-    p = sub.add_parser("evaluate", help="localization metrics (top-1/5 loc, GT-known, MaxBoxAcc(V2), PxAP)")
     p.add_argument("data", type=Path, metavar="DATA", help="annotated data set (folder or annotation file)")
     p.add_argument("--format", default="auto", choices=FORMAT_CHOICES)
     p.add_argument("--split", default=None, help="data-set split where the format has several")
@@ -32,6 +32,11 @@ def register_cli(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print metrics.json on stdout")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_evaluate)
+
+
+def register_cli(sub: Any) -> None:
+    """Add the ``evaluate`` sub-command to ``sub`` (an argparse sub-parsers object)."""
+    register(sub.add_parser("evaluate", help="localization metrics (top-1/5 loc, GT-known, MaxBoxAcc(V2), PxAP)"))
 
 
 def _format_name(fmt: str) -> str:

@@ -366,12 +366,14 @@ def _run(
     else:
         exact = np.arange(ck.n)
         empties = np.zeros(0, np.int64)
+    if exact.size:
+        from camloc import _sweep_reference as _ref  # OpenCV per-mask engines, only when a mask needs them
     for k in exact.tolist():
         mask = _mask(ck, k, shape)
         if contour:
-            cand = _k.contour_boxes(mask, multi=multi, clip=proto.clip_last_pixel).astype(np.float64)
+            cand = _ref.contour_boxes(mask, multi=multi, clip=proto.clip_last_pixel).astype(np.float64)
         else:
-            cand = _clip_boxes(_k.component_boxes(mask, multi=multi).astype(np.float64), shape, proto)
+            cand = _clip_boxes(_ref.component_boxes(mask, multi=multi).astype(np.float64), shape, proto)
             if cand.shape[0] == 0:
                 cand = np.zeros((1, 4), np.float64)
         if multi:

@@ -15,19 +15,15 @@ from pathlib import Path
 from typing import Any
 from xml.parsers import expat
 
+from camloc._checks import fail
+from camloc.data.images import IMAGE_EXTENSIONS
 from camloc.errors import AnnotationError, CamlocTypeError, CamlocValueError
 
+__all__ = ["IMAGE_EXTENSIONS", "fail"]  # re-exported: the one fail helper, the one extension list
+
 WNID_RE = re.compile(r"n\d{8}")
-IMAGE_EXTENSIONS = (".JPEG", ".jpg", ".jpeg", ".JPG", ".png", ".PNG", ".bmp", ".webp")
 # Labels files giving the ImageNet class order ("wnid name..." or plain "wnid" lines), in search order.
 LABEL_FILE_NAMES = ("synset_words.txt", "LOC_synset_mapping.txt", "wnids.txt", "synsets.txt")
-
-
-def fail(name: str, expected: str, got: Any, *, type_error: bool = False) -> None:
-    """Raise the standard camloc argument error (``camloc._checks.fail`` imported lazily: it imports torch)."""
-    from camloc._checks import fail as _fail
-
-    _fail(name, expected, got, type_error=type_error)
 
 
 def as_path(name: str, value: Any) -> Path:
@@ -121,6 +117,7 @@ class FileIndex:
 
     def __init__(self) -> None:
         self._names: dict[Path, frozenset[str]] = {}
+        self._images: dict[Path, dict[str, str]] = {}
 
     def names(self, folder: Path) -> frozenset[str]:
         if folder not in self._names:
@@ -133,15 +130,26 @@ class FileIndex:
     def exists(self, path: Path) -> bool:
         return path.name in self.names(path.parent)
 
+    def _images_by_stem(self, folder: Path) -> dict[str, str]:
+        """stem -> file name of the image files of ``folder`` (extension in IMAGE_EXTENSIONS, any case).
+
+        Where several files share a stem (``a.jpg``, ``a.PNG``), the first name in sorted order wins.
+        """
+        if folder not in self._images:
+            by_stem: dict[str, str] = {}
+            for name in sorted(self.names(folder)):
+                stem, dot, ext = name.rpartition(".")
+                if dot and stem and f".{ext.lower()}" in IMAGE_EXTENSIONS:
+                    by_stem.setdefault(stem, name)
+            self._images[folder] = by_stem
+        return self._images[folder]
+
     def find_image(self, folder: Path, filename: str | None, stem: str) -> Path | None:
-        """``folder/filename`` if present, else ``folder/stem + ext`` for the usual image extensions."""
-        names = self.names(folder)
-        if filename and filename in names:
+        """``folder/filename`` if present, else ``folder/<stem>.<ext>`` for an image extension (case-insensitive)."""
+        if filename and filename in self.names(folder):
             return folder / filename
-        for ext in IMAGE_EXTENSIONS:
-            if stem + ext in names:
-                return folder / (stem + ext)
-        return None
+        name = self._images_by_stem(folder).get(stem)
+        return None if name is None else folder / name
 
 
 def check_exists(

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
+from camloc._checks import fail as _fail
 from camloc.errors import CamlocValueError, ImageLoadError
 
 __all__ = [
@@ -81,13 +82,6 @@ class LoadedImage:
     def size(self) -> tuple[int, int]:
         """``(width, height)`` of the returned ``image``."""
         return self.image.size
-
-
-def _fail(name: str, expected: str, got: Any, *, type_error: bool = False) -> None:
-    """``camloc._checks.fail``, imported only on error: it imports torch, this module stays torch-free."""
-    from camloc._checks import fail
-
-    fail(name, expected, got, type_error=type_error)
 
 
 def _check_positive_int(name: str, value: Any) -> None:

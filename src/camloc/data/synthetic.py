@@ -28,7 +28,6 @@ image's width and height.
 from __future__ import annotations
 
 import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +35,7 @@ import cv2
 import numpy as np
 
 from camloc._checks import check_number, fail
+from camloc._io import atomic_write_bytes
 
 __all__ = [
     "SYNTHETIC_CLASSES",
@@ -226,19 +226,6 @@ def render_synthetic_sample(
     return SyntheticSample(image=image, mask=mask, box=mask_box(mask), class_idx=int(class_idx))
 
 
-def _write_bytes(path: Path, data: bytes) -> None:
-    """Atomic write without fsync (hundreds of small files per second); the CSV is written last."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if tmp.exists():
-            tmp.unlink()
-        raise
-
-
 def _png(array: np.ndarray) -> bytes:
     if array.ndim == 3:
         array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
@@ -258,14 +245,14 @@ def _write_split(root: Path, split: str, n_per_class: int, classes: tuple[str, .
         c = i % len(classes)  # interleaved: exactly n_per_class images per class
         s = render_synthetic_sample(c, index=i, split=split, shapes=classes, **render_kw)  # type: ignore[arg-type]
         img_rel, mask_rel = f"images/{i:06d}.png", f"masks/{i:06d}.png"
-        _write_bytes(folder / img_rel, _png(s.image))
-        _write_bytes(folder / mask_rel, _png(s.mask))
+        atomic_write_bytes(folder / img_rel, _png(s.image), fsync=False)
+        atomic_write_bytes(folder / mask_rel, _png(s.mask), fsync=False)
         x0, y0, x1, y1 = s.box
         rows.append(f"{img_rel},{c},{x0},{y0},{x1},{y1},{size},{size},{mask_rel}")
     text = "\n".join(classes) + "\n"
-    _write_bytes(folder / "classes.txt", text.encode())
+    atomic_write_bytes(folder / "classes.txt", text.encode(), fsync=False)
     csv = folder / "labels.csv"
-    _write_bytes(csv, ("\n".join(rows) + "\n").encode())
+    atomic_write_bytes(csv, ("\n".join(rows) + "\n").encode(), fsync=False)
     return csv
 
 
@@ -314,7 +301,7 @@ def make_synthetic_dataset(
     train_csv = _write_split(root, "train", train_per_class, classes, **kw)
     val_csv = _write_split(root, "val", val_per_class, classes, **kw)
     classes_txt = root / "classes.txt"
-    _write_bytes(classes_txt, ("\n".join(classes) + "\n").encode())
+    atomic_write_bytes(classes_txt, ("\n".join(classes) + "\n").encode(), fsync=False)
     return SyntheticDataset(
         root=root,
         train_csv=train_csv,

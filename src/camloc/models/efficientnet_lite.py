@@ -14,15 +14,10 @@ from typing import Any
 
 from camloc.errors import CamlocValueError
 from camloc.models.imagenet import imagenet_categories, imagenet_wnids
-from camloc.models.registry import (
-    ModelInfo,
-    Preprocess,
-    load_state_dict_file,
-    load_weights_strict,
-    register_model,
-)
+from camloc.models.info import ModelInfo, Preprocess, RegisteredModel
+from camloc.models.weights import load_state_dict_file, load_weights_strict
 
-__all__ = ["LITE_VARIANTS", "build_lite", "lite_weights_path", "lukemelas_to_timm"]
+__all__ = ["BUILTIN_MODELS", "LITE_VARIANTS", "build_lite", "lite_weights_path", "lukemelas_to_timm"]
 
 #: variant -> (weight package module, class name, input size)
 LITE_VARIANTS: dict[str, tuple[str, str, int]] = {
@@ -91,17 +86,15 @@ def build_lite(
     return model, info
 
 
-def _register(variant: str) -> None:
+def _entry(variant: str) -> RegisteredModel:
     size = LITE_VARIANTS[variant][2]
 
-    @register_model(
-        variant,
-        description=f"EfficientNet-{variant.capitalize()} ImageNet-1k, {size}px (embedded)",
-        default_weights=True,
-    )
     def _builder(*, weights: str | Path | None = None, num_classes: int | None = None) -> tuple[Any, ModelInfo]:
         return build_lite(variant, weights=weights, num_classes=num_classes)
 
+    description = f"EfficientNet-{variant.capitalize()} ImageNet-1k, {size}px (embedded)"
+    return RegisteredModel(variant, _builder, description, default_weights=True)
 
-for _v in LITE_VARIANTS:
-    _register(_v)
+
+#: The registry entries of this module (added by :mod:`camloc.models.registry` on first use).
+BUILTIN_MODELS: tuple[RegisteredModel, ...] = tuple(_entry(v) for v in LITE_VARIANTS)

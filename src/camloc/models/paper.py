@@ -37,17 +37,14 @@ import torch
 from torch import nn
 
 from camloc._checks import check_choice, check_number, fail
+from camloc.checkpoint import FORMAT as CHECKPOINT_FORMAT  # re-exported (the one checkpoint format)
+from camloc.checkpoint import peek_checkpoint
 from camloc.errors import CamlocValueError, UnsupportedModelError
-from camloc.models.registry import (
-    ModelInfo,
-    Preprocess,
-    describe_key_mismatch,
-    load_state_dict_file,
-    load_weights_strict,
-    register_model,
-)
+from camloc.models.info import ModelInfo, Preprocess, RegisteredModel
+from camloc.models.weights import describe_key_mismatch, load_state_dict_file, load_weights_strict
 
 __all__ = [
+    "BUILTIN_MODELS",
     "CHECKPOINT_FORMAT",
     "PAPER_ARCHS",
     "GapNet",
@@ -57,7 +54,6 @@ __all__ = [
 ]
 
 Pool = Literal["avg", "max"]
-CHECKPOINT_FORMAT = "camloc-train-checkpoint"
 _PAPER_FAMILIES = ("alexnet", "vgg16", "googlenet", "tiny")
 PAPER_ARCHS: tuple[str, ...] = tuple(f"{f}_{p}" for f in _PAPER_FAMILIES for p in ("gap", "gmp"))
 _DEFAULT_CONV = {"alexnet": 1024, "vgg16": 1024, "googlenet": 1024, "tiny": 64}
@@ -390,20 +386,16 @@ def _categories(num_classes: int, categories: Sequence[str] | None) -> tuple[str
 
 
 def _read_full_weights(path: str | Path) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]:
-    """(state dict, ModelInfo dict, build dict) from a state-dict file or a camloc training checkpoint.
+    """(state dict, ModelInfo dict, build dict) from a state-dict file or a camloc checkpoint.
 
     The last two are ``None`` for a plain state-dict file.
     """
-    p = Path(path)
-    info = build = None
-    if p.is_file() and p.suffix != ".safetensors":
-        try:
-            obj = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception:
-            obj = None  # load_state_dict_file reports it
-        if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
-            info, build = obj.get("model_info"), obj.get("build")
-    return load_state_dict_file(p), info, build
+    ckpt = peek_checkpoint(path)
+    if ckpt is None:
+        return load_state_dict_file(path), None, None
+    if ckpt.architecture.kind != "gap_network":
+        fail("weights", "a checkpoint of a GAP network", f"a {ckpt.architecture.kind!r} checkpoint ({path})")
+    return ckpt.state_dict, ckpt.info.to_dict(), dict(ckpt.architecture.spec)
 
 
 def _build_paper(
@@ -494,11 +486,17 @@ def _make_builder(family: str, pool: Pool) -> Callable[..., tuple[GapNet, ModelI
     return builder
 
 
-for _family in _PAPER_FAMILIES:
-    for _pool, _tag in (("avg", "gap"), ("max", "gmp")):
-        register_model(
-            f"{_family}_{_tag}", description=_PAPER_NOTES[_family].format(P=_tag.upper()) + f", global {_pool} pool"
-        )(_make_builder(_family, _pool))  # type: ignore[arg-type]
+#: The registry entries of this module (added by :mod:`camloc.models.registry` on first use).
+BUILTIN_MODELS: tuple[RegisteredModel, ...] = tuple(
+    RegisteredModel(
+        f"{family}_{tag}",
+        _make_builder(family, pool),  # type: ignore[arg-type]
+        _PAPER_NOTES[family].format(P=tag.upper()) + f", global {pool} pool",
+        default_weights=False,
+    )
+    for family in _PAPER_FAMILIES
+    for pool, tag in (("avg", "gap"), ("max", "gmp"))
+)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Model registry: names -> builders, and the metadata that travels with weights.
+"""Model registry: the table of names -> builders. ``create_model(spec)`` builds any model camloc knows.
 
 A *model spec* string names a network:
 
@@ -8,21 +8,27 @@ A *model spec* string names a network:
 
 :func:`create_model` returns the ``nn.Module`` (in eval mode) and its :class:`ModelInfo`: class names and the
 preprocessing the weights expect. Nothing is ever downloaded.
+
+The built-in entries are declared by their modules (``BUILTIN_MODELS`` in each module of
+:data:`BUILTIN_MODULES`) and added to the table on first use; those modules import only
+:mod:`camloc.models.info` and :mod:`camloc.models.weights`, never this module, so there is no import cycle.
+An error while importing a built-in module propagates as it is.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+import importlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from camloc._checks import check_choice, fail
+from camloc._checks import fail
 from camloc.errors import CamlocValueError
+from camloc.models.info import IMAGENET_MEAN, IMAGENET_STD, Builder, ModelInfo, Preprocess, RegisteredModel
+from camloc.models.weights import describe_key_mismatch, load_state_dict_file, load_weights_strict
 
 __all__ = [
+    "BUILTIN_MODULES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "ModelInfo",
@@ -37,163 +43,43 @@ __all__ = [
     "register_model",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """How an image becomes the network's input tensor.
-
-    ``x = (pixel / 255 - mean) / std`` per RGB channel, after resizing. ``size`` is (height, width) of the input.
-    ``resize="full"`` resizes the whole image to ``size`` (aspect ratio not kept, every pixel gets a CAM value);
-    ``resize="center_crop"`` resizes the shorter side to ``size / crop_pct`` and centre-crops ``size``.
-    """
-
-    size: tuple[int, int] = (224, 224)
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear"
-    resize: Literal["full", "center_crop"] = "full"
-    crop_pct: float = 0.875
-
-    def __post_init__(self) -> None:
-        if len(self.size) != 2 or min(self.size) < 1:
-            fail("size", "a (height, width) pair of positive ints", self.size)
-        check_choice("interpolation", self.interpolation, ("bilinear", "bicubic", "nearest"))
-        check_choice("resize", self.resize, ("full", "center_crop"))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Preprocess:
-        kw = {f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d}
-        for key in ("size", "mean", "std"):
-            if key in kw:
-                kw[key] = tuple(kw[key])
-        return cls(**kw)
-
-    def replace(self, **changes: Any) -> Preprocess:
-        return dataclasses.replace(self, **changes)
-
-    def resized_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
-        """``(width, height)`` of the image after the resize step (before any crop)."""
-        h_in, w_in = self.size
-        if self.resize == "full":
-            return w_in, h_in
-        w, h = image_size
-        short = round(min(h_in, w_in) / self.crop_pct)
-        s = short / min(w, h)
-        return max(w_in, round(w * s)), max(h_in, round(h * s))
-
-    def to_tensor(self, image: Any) -> Any:
-        """PIL RGB image -> normalised ``Tensor[3, H, W]`` float32 (``size = (H, W)``)."""
-        import numpy as np
-        import torch
-        from PIL import Image
-
-        R = Image.Resampling
-        resample = {"bilinear": R.BILINEAR, "bicubic": R.BICUBIC, "nearest": R.NEAREST}
-        h_in, w_in = self.size
-        rw, rh = self.resized_size(image.size)
-        img = image.resize((rw, rh), resample[self.interpolation], reducing_gap=3.0)
-        if self.resize == "center_crop":
-            left, top = (rw - w_in) // 2, (rh - h_in) // 2
-            img = img.crop((left, top, left + w_in, top + h_in))
-        x = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
-        mean = torch.tensor(self.mean).view(3, 1, 1)
-        std = torch.tensor(self.std).view(3, 1, 1)
-        return (x - mean) / std
-
-    def boxes_to_image(self, boxes: Any, image_size: tuple[int, int]) -> Any:
-        """Map boxes ``[..., 4]`` from the network-input frame to the pixels of the image of ``(width, height)``.
-
-        Exact inverse of :meth:`to_tensor`'s geometry (box convention of :mod:`camloc.localization`); boxes are not
-        clipped, so a centre crop's boxes stay inside the cropped part of the image.
-        """
-        import torch
-
-        b = torch.as_tensor(boxes, dtype=torch.float32)
-        w, h = image_size
-        h_in, w_in = self.size
-        rw, rh = self.resized_size(image_size)
-        left, top = ((rw - w_in) // 2, (rh - h_in) // 2) if self.resize == "center_crop" else (0, 0)
-        shift = torch.tensor([left, top, left, top], dtype=torch.float32)
-        scale = torch.tensor([w / rw, h / rh, w / rw, h / rh], dtype=torch.float32)
-        empty = (b[..., 2] <= b[..., 0]) | (b[..., 3] <= b[..., 1])
-        out = (b + shift) * scale
-        return torch.where(empty[..., None], torch.zeros_like(out), out)
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """Metadata that travels with a model's weights."""
-
-    name: str
-    categories: tuple[str, ...]
-    preprocess: Preprocess
-    description: str = ""
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.categories)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "categories": list(self.categories),
-            "preprocess": self.preprocess.to_dict(),
-            "description": self.description,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelInfo:
-        return cls(
-            name=str(d["name"]),
-            categories=tuple(d["categories"]),
-            preprocess=Preprocess.from_dict(d["preprocess"]),
-            description=str(d.get("description", "")),
-        )
-
-
-Builder = Callable[..., Any]
-
-
-@dataclass(frozen=True)
-class RegisteredModel:
-    """A registry entry. ``builder(num_classes=..., weights=..., **kwargs) -> (nn.Module, ModelInfo)``."""
-
-    name: str
-    builder: Builder
-    description: str
-    default_weights: bool  # True when the package ships weights for it (no file needed)
-
+#: Modules whose ``BUILTIN_MODELS`` (a sequence of :class:`RegisteredModel`) fill the table on first use.
+BUILTIN_MODULES: tuple[str, ...] = ("camloc.models.efficientnet_lite", "camloc.models.paper")
 
 _REGISTRY: dict[str, RegisteredModel] = {}
+_builtin_loaded = False
+
+
+def _add(entry: RegisteredModel) -> None:
+    if entry.name in _REGISTRY:
+        raise CamlocValueError(f"`name` must be unique in the model registry; {entry.name!r} is registered already")
+    if ":" in entry.name:
+        fail("name", "a registry name without ':'", entry.name)
+    _REGISTRY[entry.name] = entry
 
 
 def register_model(name: str, *, description: str = "", default_weights: bool = False) -> Callable[[Builder], Builder]:
     """Decorator registering ``builder`` under ``name``; a duplicate name raises CamlocValueError."""
 
     def deco(builder: Builder) -> Builder:
-        if name in _REGISTRY:
-            raise CamlocValueError(f"`name` must be unique in the model registry; {name!r} is registered already")
-        if ":" in name:
-            fail("name", "a registry name without ':'", name)
-        _REGISTRY[name] = RegisteredModel(name, builder, description, default_weights)
+        _ensure_builtin()  # so a name that a built-in model uses is refused
+        _add(RegisteredModel(name, builder, description, default_weights))
         return builder
 
     return deco
 
 
 def _ensure_builtin() -> None:
-    # Importing these modules registers their builders (kept lazy so `import camloc` stays cheap).
-    from camloc.models import efficientnet_lite  # noqa: F401
-
-    with contextlib.suppress(ImportError):  # the paper's networks (optional module)
-        from camloc.models import paper  # noqa: F401
+    """Add the built-in entries once (lazily, so ``import camloc`` stays cheap). Import errors propagate."""
+    global _builtin_loaded
+    if _builtin_loaded:
+        return
+    entries: list[RegisteredModel] = []
+    for module in BUILTIN_MODULES:
+        entries.extend(importlib.import_module(module).BUILTIN_MODELS)
+    for entry in entries:
+        _add(entry)
+    _builtin_loaded = True
 
 
 def list_models() -> list[RegisteredModel]:
@@ -211,68 +97,6 @@ def get_model_entry(name: str) -> RegisteredModel:
             repr(name),
         )
     return _REGISTRY[name]
-
-
-def load_state_dict_file(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint file and return its state dict (unwrapping ``state_dict``/``model``/``module.``).
-
-    Accepts ``.pth``/``.pt`` (torch.load, weights_only) and ``.safetensors``.
-    """
-    import torch
-
-    p = Path(path)
-    if not p.is_file():
-        fail("weights", "an existing weights file", str(p))
-    try:
-        if p.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            obj: Any = load_file(str(p))
-        else:
-            obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt / foreign file
-        raise CamlocValueError(f"`weights` must be a torch or safetensors checkpoint; could not read {p}: {e}") from e
-    for key in ("state_dict", "model", "model_state", "ema"):
-        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict) or not obj:
-        fail("weights", "a file holding a state dict (name -> tensor)", f"{type(obj).__name__} in {p}")
-    if all(k.startswith("module.") for k in obj):
-        obj = {k[len("module.") :]: v for k, v in obj.items()}
-    return obj
-
-
-def describe_key_mismatch(missing: Sequence[str], unexpected: Sequence[str], mismatched: Sequence[str]) -> str:
-    """One message listing missing / unexpected / wrong-shape keys (first 8 of each); ``""`` when all fit."""
-
-    def head(xs: Sequence[str]) -> str:
-        return ", ".join(xs[:8]) + (f" ... (+{len(xs) - 8} more)" if len(xs) > 8 else "")
-
-    parts = []
-    if missing:
-        parts.append(f"missing keys [{head(missing)}]")
-    if unexpected:
-        parts.append(f"unexpected keys [{head(unexpected)}]")
-    if mismatched:
-        parts.append(f"shape mismatches [{head(mismatched)}]")
-    return "; ".join(parts)
-
-
-def load_weights_strict(model: Any, state: dict[str, Any], *, source: str) -> None:
-    """``model.load_state_dict(state)`` with a camloc error listing missing/unexpected/mismatched keys."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    mismatched = [
-        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own
-        if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)
-    ]
-    problems = describe_key_mismatch(missing, unexpected, mismatched)
-    if problems:
-        raise CamlocValueError(f"`weights` ({source}) do not fit the architecture: {problems}")
-    model.load_state_dict(state)
 
 
 def create_model(

@@ -10,14 +10,8 @@ from torch import nn
 from camloc._checks import fail
 from camloc.errors import CamlocValueError
 from camloc.models.imagenet import imagenet_categories
-from camloc.models.registry import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    ModelInfo,
-    Preprocess,
-    load_state_dict_file,
-    load_weights_strict,
-)
+from camloc.models.info import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, Preprocess
+from camloc.models.weights import load_state_dict_file, load_weights_strict
 
 __all__ = ["create_zoo_model"]
 
