@@ -32,7 +32,10 @@ def _photo(w: int, h: int, seed: int = 0) -> Image.Image:
 def _tv(pre: Preprocess, full: bool, short: int | None = None) -> T.Compose:
     h, w = pre.size
     mode = MODES[pre.interpolation]
-    geo = [T.Resize((h, w), interpolation=mode)] if full else [T.Resize(short, interpolation=mode), T.CenterCrop((h, w))]
+    if full:
+        geo = [T.Resize((h, w), interpolation=mode)]
+    else:
+        geo = [T.Resize(short, interpolation=mode), T.CenterCrop((h, w))]
     return T.Compose([*geo, T.ToTensor(), T.Normalize(pre.mean, pre.std)])
 
 
@@ -61,7 +64,7 @@ def test_center_crop_equals_torchvision_resize_int_plus_center_crop(size: tuple[
 
 def test_center_crop_larger_than_the_resized_image_pads_with_zeros_like_torchvision() -> None:
     img = _photo(300, 200, seed=2)
-    pre = Preprocess(size=(224, 320), resize="center_crop", crop_pct=1.0)  # short side 224, crop 320 wide > 336?
+    pre = Preprocess(size=(224, 320), resize="center_crop", crop_pct=1.0)  # short side 224: 336 x 224, crop
     ref = T.Compose([T.Resize(224), T.CenterCrop((224, 320)), T.ToTensor(), T.Normalize(pre.mean, pre.std)])(img)
     torch.testing.assert_close(pre.to_tensor(img), ref, rtol=0, atol=0)
     big = Preprocess(size=(300, 400), resize="center_crop", crop_pct=1.5)  # short side 200 -> pads top/bottom
@@ -128,9 +131,15 @@ def test_jpeg_draft_is_the_only_reduction_and_the_network_input_is_resampled_onc
 def test_orientation_of_masks_and_boxes_matches_pil(orientation: int) -> None:
     rng = np.random.default_rng(orientation)
     stored = rng.integers(0, 255, size=(5, 7), dtype=np.uint8)
-    method = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-              5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
-              8: Image.Transpose.ROTATE_90}[orientation]  # fmt: skip  (PIL.ImageOps.exif_transpose's table)
+    method = {
+        2: Image.Transpose.FLIP_LEFT_RIGHT,
+        3: Image.Transpose.ROTATE_180,
+        4: Image.Transpose.FLIP_TOP_BOTTOM,
+        5: Image.Transpose.TRANSPOSE,
+        6: Image.Transpose.ROTATE_270,
+        7: Image.Transpose.TRANSVERSE,
+        8: Image.Transpose.ROTATE_90,
+    }[orientation]  # fmt: skip  (PIL.ImageOps.exif_transpose's table)
     ref = np.asarray(Image.fromarray(stored).transpose(method))
     np.testing.assert_array_equal(orient_mask(stored, orientation), ref)
     np.testing.assert_array_equal(orient_mask(ref, orientation, inverse=True), stored)
