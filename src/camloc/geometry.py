@@ -202,14 +202,14 @@ def orient_boxes(boxes: Any, size: Size, orientation: int, *, inverse: bool = Fa
     """Boxes ``[..., 4]`` of a stored image of ``size = (w, h)`` -> the same boxes after the EXIF ``orientation``.
 
     ``inverse=True`` maps boxes of the ORIENTED image (whose size is ``size``) back to the stored pixels.
-    Empty boxes stay ``(0, 0, 0, 0)``.
+    The no-localization box ``(0, 0, 0, 0)`` stays ``(0, 0, 0, 0)``; other degenerate boxes are mapped.
     """
     arr, dtype = _boxes(boxes)
     w, h = _size("size", size)
     o = _orientation(orientation)
     if inverse:
         o = _INVERSE_ORIENTATION[o]
-    empty = _is_empty(arr)
+    empty = (arr == 0).all(axis=-1)
     xa, ya = _orient_points(arr[..., 0], arr[..., 1], w, h, o)
     xb, yb = _orient_points(arr[..., 2], arr[..., 3], w, h, o)
     out = np.stack([np.minimum(xa, xb), np.minimum(ya, yb), np.maximum(xa, xb), np.maximum(ya, yb)], axis=-1)
@@ -446,10 +446,11 @@ class Geometry:
         """Boxes ``[..., 4]`` from frame ``src`` to frame ``dst`` (see the module docstring for the frames).
 
         With ``clip`` (default) the result is clipped to ``dst``'s extent (a centre crop cuts boxes); boxes left
-        with no area, and empty input boxes, become ``(0, 0, 0, 0)``.
+        with no area, and empty input boxes, become ``(0, 0, 0, 0)``. With ``clip=False`` the map is applied as
+        it is (nothing clipped, degenerate boxes kept; only ``(0, 0, 0, 0)`` stays ``(0, 0, 0, 0)``).
         """
         arr, dtype = _boxes(boxes)
-        empty = _is_empty(arr)
+        empty = _is_empty(arr) if clip else (arr == 0).all(axis=-1)
         if src == "stored":
             arr = orient_boxes(arr, self.stored_size, self.orientation).astype(np.float64)
             src = "original"
@@ -469,7 +470,7 @@ class Geometry:
         if to_stored:
             arr = orient_boxes(arr, self.image_size, self.orientation, inverse=True).astype(np.float64)
         arr[empty] = 0.0
-        return _canonical_empty(arr).astype(dtype)
+        return (_canonical_empty(arr) if clip else arr).astype(dtype)
 
     def map_mask(
         self, mask: Any, src: Frame, dst: Frame, *, fill: Any = 0, sampling: Sampling = "center"
