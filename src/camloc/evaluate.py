@@ -1,12 +1,20 @@
 """Localization evaluation of a classifier on an annotated data set (``camloc evaluate``).
 
-Every image is resized whole to the network input, and the ground truth (boxes and masks) is transformed the
-same way, so predictions and ground truth are compared in one frame: the network-input frame. (IoU is invariant
-to the axis-aligned scaling between that frame and the original pixels, so numbers equal those computed in
-original pixels up to rounding at box borders.)
+Every image goes through :class:`camloc.pipeline.ImagePipeline` (decode, EXIF orientation, one resize of the whole
+image to the network input) and its ground truth through the same :class:`camloc.geometry.Geometry`: boxes and
+masks are given in the STORED pixels of the file (as the data sets' tools read them), are rotated with the image
+when it carries an EXIF orientation, and are resized like it, so predictions and ground truth are compared in one
+frame: the network-input frame. (IoU is invariant to the axis-aligned scaling between that frame and the original
+pixels, so numbers equal those computed in original pixels up to rounding at box borders.) ``per_image`` reports
+boxes in original pixels (after the EXIF orientation).
+
+The protocol preset (:class:`camloc.sweep.Protocol`) fixes every choice of that pipeline: decode (JPEG draft or
+every pixel; EXIF orientation or not), the image resize's interpolation, the CAM resize (bilinear, or OpenCV
+bicubic), GT box rounding (float, or ``int()`` after scaling), mask resampling and threshold. ``"wsolevaluation"``
+reproduces clovaai/wsolevaluation from image file to number (tests/test_wsol_parity.py).
 
 Per image the score maps of the predicted top-1 class and of the true class are computed (CAM: one forward;
-``backprop``: one backward per map), upsampled (bilinear) to the input size, and then:
+``backprop``: one backward per map), resized to the input size, and then:
 
 - classification: top-1 / top-5 (true class among the k highest logits);
 - ``gt_known_loc``: the box of the true class's map at the fixed ``threshold`` has IoU >= 0.5 with some GT box;
@@ -17,7 +25,10 @@ Per image the score maps of the predicted top-1 class and of the true class are 
   component / contour) has IoU >= 0.5 with some GT box; ``maxboxacc_v2``: mean over IoU 0.3/0.5/0.7 of the
   best-threshold fraction of images where *any* candidate box matches some GT box (Choe et al., CVPR 2020);
 - ``pxap``: pixel average precision of the true class's normalised map against GT masks (ignore regions
-  excluded), when the data set has masks.
+  excluded), over the images that have masks.
+
+Images with masks and no boxes (wsolevaluation's OpenImages) count for classification and PxAP; the box metrics
+skip them (``EvalResult.n_box_images`` says over how many images they were computed).
 
 Thresholds, normalisation, quantisation and the IoU convention come from the protocol preset
 (:mod:`camloc.sweep`).
