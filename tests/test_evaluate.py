@@ -165,3 +165,65 @@ def test_cli_evaluate_writes_every_output(tmp_path: Path, capsys):
     )
     assert json.loads((tmp_path / "bp" / "metrics.json").read_text())["method"] == "backprop"
     assert main(["evaluate", str(tmp_path / "nothing.csv"), "--quiet"]) == 2
+
+
+def test_mask_only_samples_get_pxap_and_box_metrics_skip_them(tmp_path: Path):
+    """wsolevaluation's OpenImages: masks and no boxes. PxAP over them; box metrics over the boxed images only."""
+    model = BrightSpot().eval()
+    masked = []
+    for i, box in enumerate([(8, 8, 40, 40), (20, 10, 60, 30)]):
+        img = _write(tmp_path, f"m{i}.png", box)
+        masked.append(Sample(f"m{i}", img, 0, np.zeros((0, 4)), mask_paths=(_write(tmp_path, f"m{i}_mask.png", box),)))
+    res = evaluate_samples(masked, model, INFO, workers=0)
+    assert res.metrics["pxap"] == pytest.approx(1.0, abs=1e-6)  # the map is the mask: perfectly ranked pixels
+    assert res.n_images == 2 and res.n_box_images == 0 and res.n_mask_images == 2 and not res.failures
+    assert set(res.metrics) == {"top1_cls", "top5_cls", "pxap"} and res.metrics["top1_cls"] == 1.0
+    assert np.isnan(res.maxboxacc_curve).all() and res.per_image[0]["iou_gt_known"] is None
+    boxed = Sample("a", _write(tmp_path, "a.png", (8, 8, 40, 40)), 0, np.array([[8, 8, 40, 40]], np.float32))
+    none = Sample("n", _write(tmp_path, "n.png", (8, 8, 40, 40)), 0, np.zeros((0, 4)))
+    mixed = evaluate_samples([*masked, boxed, none], model, INFO, workers=0)
+    assert mixed.n_images == 3 and mixed.n_box_images == 1 and mixed.n_mask_images == 2
+    assert mixed.metrics["gt_known_loc"] == 1.0 and mixed.metrics["maxboxacc"] == 1.0  # over the boxed image
+    assert mixed.failures == [{"path": str(none.path), "error": "no ground-truth box or mask"}]
+
+
+def test_cli_reports_what_the_box_metrics_were_computed_over(tmp_path: Path, capsys):
+    from camloc.cli_evaluate import _notes
+
+    model = BrightSpot().eval()
+    img = _write(tmp_path, "m.png", (8, 8, 40, 40))
+    samples = [
+        Sample("m", img, 0, np.zeros((0, 4)), mask_paths=(_write(tmp_path, "mm.png", (8, 8, 40, 40)),)),
+        Sample("a", img, 0, np.array([[8, 8, 40, 40]], np.float32)),
+    ]
+    notes = _notes(evaluate_samples(samples, model, INFO, workers=0))
+    assert notes == [
+        "box metrics (top-k/GT-known localization, MaxBoxAcc, MaxBoxAccV2) over the 1 of 2 images with "
+        "ground-truth boxes; the others have masks only",
+        "PxAP over the 1 of 2 images with ground-truth masks",
+    ]
+
+
+@pytest.mark.parametrize("orientation", [6, 8])
+def test_exif_rotation_moves_the_ground_truth_with_the_image(tmp_path: Path, orientation: int):
+    """Annotations refer to the stored pixels (as ILSVRC / VOC / CUB tools read them); the image is shown and
+    evaluated after its EXIF rotation, so its boxes and masks are rotated the same way."""
+    model = BrightSpot().eval()
+    stored = np.zeros((48, 64, 3), np.uint8)  # 64 wide, 48 high as stored
+    stored[4:20, 36:60] = 255  # bright block: columns 36..59, rows 4..19 -> stored box (36, 4, 60, 20)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    p = tmp_path / "rot.png"
+    Image.fromarray(stored).save(p, exif=exif.tobytes())
+    mask = _write(tmp_path, "rot_mask.png", (36, 4, 60, 20))  # the mask file is in the stored frame too
+    s = Sample("r", p, 0, np.array([[36, 4, 60, 20]], np.float32), mask_paths=(mask,))
+    res = evaluate_samples([s], model, INFO, workers=0)
+    assert res.metrics["gt_known_loc"] == 1.0 and res.per_image[0]["iou_gt_known"] > 0.8
+    assert res.metrics["pxap"] == pytest.approx(1.0, abs=1e-6)
+    # reported in the original (viewed, 48 x 64) frame: EXIF 6 turns the stored (x, y) into (48 - y, x)
+    expected = [28.0, 36.0, 44.0, 60.0] if orientation == 6 else [4.0, 4.0, 20.0, 28.0]
+    assert res.per_image[0]["gt_boxes"] == [expected]
+    np.testing.assert_allclose(res.per_image[0]["box_gt_known"], expected, atol=2.0)
+    # the wsolevaluation preset reads the stored pixels (no EXIF transpose), as that project's loader does
+    wsol = evaluate_samples([s], model, INFO, workers=0, protocol="wsolevaluation")
+    assert wsol.per_image[0]["gt_boxes"] == [[36.0, 4.0, 60.0, 20.0]] and wsol.per_image[0]["iou_gt_known"] > 0.8

@@ -125,3 +125,51 @@ def test_preprocess_geometry_round_trip():
     torch.testing.assert_close(
         x[:, 0, 0], (torch.tensor([1.0, 0.0, 128 / 255]) - torch.tensor(full.mean)) / torch.tensor(full.std)
     )
+
+
+def test_zoo_kwargs_reach_the_builders(tmp_path):
+    model, info = camloc.create_model("timm:resnet18", drop_rate=0.3, num_classes=4)
+    assert model.drop_rate == 0.3 and info.num_classes == 4
+    tv, _ = camloc.create_model("torchvision:resnet18", num_classes=3, zero_init_residual=True)
+    assert float(tv.layer1[0].bn2.weight.detach().abs().sum()) == 0.0  # zero_init_residual reached torchvision's ResNet
+    tm = timm.create_model("resnet18", pretrained=False, num_classes=5, in_chans=1)
+    torch.save(tm.state_dict(), tmp_path / "gray.pth")
+    gray, _ = camloc.create_model("timm:resnet18", weights=tmp_path / "gray.pth", in_chans=1)
+    x = torch.randn(1, 1, 64, 64)
+    torch.testing.assert_close(gray(x), tm.eval()(x))
+    from camloc.errors import CamlocTypeError
+
+    with pytest.raises(CamlocTypeError, match="`kwargs` must be arguments of the timm builder"):
+        camloc.create_model("timm:resnet18", bogus=1)
+    with pytest.raises(CamlocValueError, match="`pretrained` must be absent"):
+        camloc.create_model("timm:resnet18", pretrained=True)
+
+
+@pytest.mark.parametrize(
+    ("spec", "size", "mean", "interp", "crop_pct"),
+    [
+        # timm pretrained_cfg (timm/models/efficientnet.py, inception_v3.py)
+        ("timm:tf_efficientnet_lite0", 224, (0.5, 0.5, 0.5), "bicubic", 0.875),
+        ("timm:inception_v3", 299, (0.5, 0.5, 0.5), "bicubic", 0.875),
+        ("timm:resnet18", 224, (0.485, 0.456, 0.406), "bicubic", 0.95),
+        # torchvision DEFAULT weights' transforms (crop / resize): inception 299 / 342, efficientnet_b3 300 / 320
+        ("torchvision:inception_v3", 299, (0.485, 0.456, 0.406), "bilinear", 299 / 342),
+        ("torchvision:efficientnet_b3", 300, (0.485, 0.456, 0.406), "bicubic", 300 / 320),
+    ],
+)
+def test_zoo_preprocessing_comes_from_the_models_own_config(spec, size, mean, interp, crop_pct):
+    from camloc.models.zoo import zoo_preprocess
+
+    _, info = camloc.create_model(spec)
+    pre = info.preprocess
+    assert pre.size == (size, size) and pre.interpolation == interp and pre.resize == "full"
+    assert pre.mean == pytest.approx(mean) and pre.crop_pct == pytest.approx(crop_pct)
+    assert zoo_preprocess(spec) == pre
+    # the paper-style GAP network on the same trunk records the trunk's preprocessing too
+    from camloc.models.paper import build_gap_network
+
+    if spec == "torchvision:inception_v3":
+        return  # not a supported GAP trunk family
+    _, gap_info = build_gap_network(spec, 3)
+    assert gap_info.preprocess == pre
+    assert build_gap_network(spec, 3, img_size=128)[1].preprocess.size == (128, 128)

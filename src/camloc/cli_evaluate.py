@@ -77,19 +77,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "data": str(args.data),
         "format": ds.format,
         "images": res.n_images,
+        "images_with_boxes": res.n_box_images,
+        "images_with_masks": res.n_mask_images,
         "failed": len(res.failures),
         "failures": res.failures,
         "model": info.name,
         "method": args.method,
         "protocol": args.protocol,
         "threshold": args.threshold,
-        "best_threshold": res.best_threshold,
+        "best_threshold": _num(res.best_threshold),
         "metrics": {k: round(float(v), 6) for k, v in res.metrics.items()},
+        "notes": _notes(res),
         "curve": {
             "thresholds": [round(float(t), 6) for t in res.thresholds],
-            "maxboxacc": [round(float(v), 6) for v in res.maxboxacc_curve],
+            "maxboxacc": [_num(v) for v in res.maxboxacc_curve],
             "maxboxacc_v2": {
-                f"iou_{int(d * 100)}": [round(float(v), 6) for v in res.maxboxacc_v2_curves[:, i]]
+                f"iou_{int(d * 100)}": [_num(v) for v in res.maxboxacc_v2_curves[:, i]]
                 for i, d in enumerate((0.3, 0.5, 0.7))
             },
         },
@@ -114,6 +117,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 1 if res.failures else 0
 
 
+def _num(v: float) -> float | None:
+    """A rounded float, or None for NaN (no box images: JSON has no NaN)."""
+    return None if v != v else round(float(v), 6)
+
+
+def _notes(res: Any) -> list[str]:
+    """What each metric was computed over, when not every image has every kind of ground truth."""
+    notes = []
+    if res.n_box_images < res.n_images:
+        notes.append(
+            f"box metrics (top-k/GT-known localization, MaxBoxAcc, MaxBoxAccV2) over the {res.n_box_images} of "
+            f"{res.n_images} images with ground-truth boxes; the others have masks only"
+        )
+    if 0 < res.n_mask_images < res.n_images:
+        notes.append(f"PxAP over the {res.n_mask_images} of {res.n_images} images with ground-truth masks")
+    return notes
+
+
 def _report(doc: dict[str, Any]) -> str:
     m = doc["metrics"]
     names = {
@@ -131,7 +152,8 @@ def _report(doc: dict[str, Any]) -> str:
         "",
         f"- images: {doc['images']} (failed: {doc['failed']}), format: {doc['format']}",
         f"- method: {doc['method']}, protocol: {doc['protocol']}, fixed threshold: {doc['threshold']}, "
-        f"best sweep threshold: {doc['best_threshold']:.3f}",
+        + (f"best sweep threshold: {doc['best_threshold']:.3f}" if doc["best_threshold"] is not None else "no boxes"),
+        *[f"- {n}" for n in doc["notes"]],
         "",
         "| metric | value (%) | error (%) |",
         "|---|---:|---:|",
@@ -155,7 +177,9 @@ def _plots(res: Any, out: Path) -> None:
 
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
     t = res.thresholds
-    if len(t) > 1:
+    if not res.n_box_images:
+        ax[0].set_title("no ground-truth boxes")
+    elif len(t) > 1:
         ax[0].plot(t, res.maxboxacc_curve, label="box acc (IoU 0.5)")
         for i, d in enumerate((0.3, 0.5, 0.7)):
             ax[0].plot(t, res.maxboxacc_v2_curves[:, i], "--", label=f"any box, IoU {d}")
@@ -164,7 +188,7 @@ def _plots(res: Any, out: Path) -> None:
         ax[0].bar([f"{x:.3f}" for x in t], res.maxboxacc_curve)
     ax[0].set_xlabel("threshold")
     ax[0].set_ylabel("box accuracy")
-    ious = [r["iou_gt_known"] for r in res.per_image]
+    ious = [r["iou_gt_known"] for r in res.per_image if r["iou_gt_known"] is not None]
     ax[1].hist(ious, bins=20, range=(0, 1))
     ax[1].axvline(0.5, color="k", lw=1)
     ax[1].set_xlabel("IoU (GT-known box)")
@@ -181,7 +205,7 @@ def _grid(res: Any, out: Path, info: Any, n: int = 8) -> None:
     from camloc.data.images import load_image
     from camloc.viz import draw_boxes, image_grid
 
-    recs = sorted(res.per_image, key=lambda r: r["iou_gt_known"])
+    recs = sorted((r for r in res.per_image if r["iou_gt_known"] is not None), key=lambda r: r["iou_gt_known"])
     picks = recs[-n:][::-1] + recs[:n] if len(recs) > n else recs[::-1]
     tiles, caps = [], []
     for r in picks:

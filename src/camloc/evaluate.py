@@ -1,12 +1,20 @@
 """Localization evaluation of a classifier on an annotated data set (``camloc evaluate``).
 
-Every image is resized whole to the network input, and the ground truth (boxes and masks) is transformed the
-same way, so predictions and ground truth are compared in one frame: the network-input frame. (IoU is invariant
-to the axis-aligned scaling between that frame and the original pixels, so numbers equal those computed in
-original pixels up to rounding at box borders.)
+Every image goes through :class:`camloc.pipeline.ImagePipeline` (decode, EXIF orientation, one resize of the whole
+image to the network input) and its ground truth through the same :class:`camloc.geometry.Geometry`: boxes and
+masks are given in the STORED pixels of the file (as the data sets' tools read them), are rotated with the image
+when it carries an EXIF orientation, and are resized like it, so predictions and ground truth are compared in one
+frame: the network-input frame. (IoU is invariant to the axis-aligned scaling between that frame and the original
+pixels, so numbers equal those computed in original pixels up to rounding at box borders.) ``per_image`` reports
+boxes in original pixels (after the EXIF orientation).
+
+The protocol preset (:class:`camloc.sweep.Protocol`) fixes every choice of that pipeline: decode (JPEG draft or
+every pixel; EXIF orientation or not), the image resize's interpolation, the CAM resize (bilinear, or OpenCV
+bicubic), GT box rounding (float, or ``int()`` after scaling), mask resampling and threshold. ``"wsolevaluation"``
+reproduces clovaai/wsolevaluation from image file to number (tests/test_wsol_parity.py).
 
 Per image the score maps of the predicted top-1 class and of the true class are computed (CAM: one forward;
-``backprop``: one backward per map), upsampled (bilinear) to the input size, and then:
+``backprop``: one backward per map), resized to the input size, and then:
 
 - classification: top-1 / top-5 (true class among the k highest logits);
 - ``gt_known_loc``: the box of the true class's map at the fixed ``threshold`` has IoU >= 0.5 with some GT box;
@@ -17,7 +25,10 @@ Per image the score maps of the predicted top-1 class and of the true class are 
   component / contour) has IoU >= 0.5 with some GT box; ``maxboxacc_v2``: mean over IoU 0.3/0.5/0.7 of the
   best-threshold fraction of images where *any* candidate box matches some GT box (Choe et al., CVPR 2020);
 - ``pxap``: pixel average precision of the true class's normalised map against GT masks (ignore regions
-  excluded), when the data set has masks.
+  excluded), over the images that have masks.
+
+Images with masks and no boxes (wsolevaluation's OpenImages) count for classification and PxAP; the box metrics
+skip them (``EvalResult.n_box_images`` says over how many images they were computed).
 
 Thresholds, normalisation, quantisation and the IoU convention come from the protocol preset
 (:mod:`camloc.sweep`).
@@ -39,8 +50,10 @@ from camloc.cam import upsample_maps
 from camloc.data.annotations import Sample
 from camloc.errors import CamlocError
 from camloc.extractor import CAM
+from camloc.geometry import Geometry
 from camloc.metrics import LocalizationAccuracy, MaxBoxAcc, MaxBoxAccV2, PxAP
 from camloc.models.registry import ModelInfo, Preprocess
+from camloc.pipeline import ImagePipeline
 from camloc.sweep import Protocol, box_iou, get_protocol, sweep_boxes
 
 __all__ = ["EvalResult", "evaluate_samples"]
@@ -50,7 +63,13 @@ IOU_V2 = (0.3, 0.5, 0.7)
 
 @dataclass(frozen=True)
 class EvalResult:
-    """Numbers of one evaluation. ``metrics`` values are fractions in ``[0, 1]`` (``pxap`` only with masks)."""
+    """Numbers of one evaluation. ``metrics`` values are fractions in ``[0, 1]``.
+
+    ``top1_cls`` / ``top5_cls`` count every evaluated image; the box metrics (``*_loc``, ``maxboxacc``,
+    ``maxboxacc_v2``, the curves, ``best_threshold``) only the ``n_box_images`` images with GT boxes (absent, and
+    the curves NaN, when there are none); ``pxap`` only the ``n_mask_images`` images with GT masks.
+    ``per_image`` records have ``None`` IoU / localization fields for images without boxes.
+    """
 
     metrics: dict[str, float]
     thresholds: np.ndarray
@@ -61,45 +80,82 @@ class EvalResult:
     per_image: list[dict[str, Any]] = field(repr=False)
     failures: list[dict[str, str]] = field(repr=False)
     n_images: int = 0
+    n_box_images: int = 0
+    n_mask_images: int = 0
 
 
-def _mask_union(paths: Sequence[os.PathLike[str]], size: tuple[int, int]) -> np.ndarray:
+def _gt_mask(paths: Sequence[os.PathLike[str]], geometry: Geometry, proto: Protocol) -> np.ndarray:
+    """Union of mask files (stored frame, any resolution covering the image) in the network frame, bool [H, W].
+
+    Each file is read as 8-bit grey, moved with the image's geometry (EXIF orientation, one nearest-neighbour
+    resize with the protocol's sampling) and thresholded at ``> proto.mask_threshold``.
+    """
     from PIL import Image
 
-    out = np.zeros((size[1], size[0]), bool)
+    w, h = geometry.crop_size
+    out = np.zeros((h, w), bool)
     for p in paths:
         with Image.open(p) as im:
-            m = im.convert("L").resize(size, Image.Resampling.NEAREST)
-            out |= np.asarray(m) > 127
+            grey = np.asarray(im.convert("L"))
+        sampling: Any = proto.mask_sampling
+        out |= geometry.map_mask(grey, "stored", "network", sampling=sampling) > proto.mask_threshold
     return out
 
 
+def _gt_boxes(sample: Sample, geometry: Geometry, proto: Protocol) -> np.ndarray:
+    """GT boxes (stored frame) in the network frame, float64 [G, 4], rounded as the protocol says."""
+    boxes = geometry.map_boxes(np.asarray(sample.boxes, np.float64), "stored", "network", clip=False)
+    return np.trunc(boxes) if proto.box_rounding == "truncate" else boxes
+
+
+def _pipeline(preprocess: Preprocess, proto: Protocol) -> ImagePipeline:
+    """The image pipeline the protocol prescribes (decode, orientation, the one resize) for this model."""
+    return ImagePipeline(
+        preprocess,
+        draft=proto.image_draft,
+        orientation=proto.exif_orientation,
+        interpolation=proto.image_interpolation,
+    )
+
+
 class _Samples(Dataset):
-    def __init__(self, samples: Sequence[Sample], preprocess: Preprocess) -> None:
+    def __init__(self, samples: Sequence[Sample], pipeline: ImagePipeline, proto: Protocol) -> None:
         self.samples = list(samples)
-        self.pre = preprocess
+        self.pipeline = pipeline
+        self.proto = proto
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        from camloc.data.images import load_image
-
         s = self.samples[i]
         try:
-            loaded = load_image(s.path, working_max_side=2 * max(self.pre.size))
-            x = self.pre.to_tensor(loaded.image)
-            h_in, w_in = self.pre.size
-            ow, oh = loaded.original_size
-            if self.pre.resize != "full":
+            if self.pipeline.preprocess.resize != "full":
                 raise CamlocError("`model` preprocessing must resize the whole image for evaluation ('full')")
-            sx, sy = w_in / ow, h_in / oh
-            boxes = np.asarray(s.boxes, np.float64) * np.array([sx, sy, sx, sy])
-            mask = _mask_union(s.mask_paths, (w_in, h_in)) if s.mask_paths else None
-            ignore = _mask_union([s.ignore_path], (w_in, h_in)) if s.ignore_path else None
+            item = self.pipeline(s.path)
+            g = item.geometry
+            boxes = _gt_boxes(s, g, self.proto)
+            mask = _gt_mask(s.mask_paths, g, self.proto) if s.mask_paths else None
+            ignore = _gt_mask([s.ignore_path], g, self.proto) if s.ignore_path else None
         except (CamlocError, OSError) as e:
             return {"index": i, "error": str(e)}
-        return {"index": i, "x": x, "boxes": boxes, "mask": mask, "ignore": ignore, "size": loaded.original_size}
+        return {"index": i, "x": item.tensor, "boxes": boxes, "mask": mask, "ignore": ignore, "geometry": g}
+
+
+def _upsample(maps: torch.Tensor, size: tuple[int, int], proto: Protocol) -> torch.Tensor:
+    """Maps ``[N, m, h, w]`` -> ``[N, m, H, W]`` float32 on the CPU, with the protocol's ``cam_resize``."""
+    maps = maps.float()
+    if proto.cam_resize == "bilinear" or tuple(maps.shape[-2:]) == tuple(size):
+        return upsample_maps(maps, size).cpu()
+    import cv2
+
+    h, w = size
+    arr = maps.detach().cpu().numpy()
+    out = np.empty((*arr.shape[:2], h, w), np.float32)
+    for i in range(arr.shape[0]):
+        for j in range(arr.shape[1]):
+            out[i, j] = cv2.resize(arr[i, j], (w, h), interpolation=cv2.INTER_CUBIC)
+    return torch.from_numpy(out)
 
 
 def _collate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -129,16 +185,15 @@ def evaluate_samples(
         thresholds = np.round(np.arange(0, 1, 0.01), 2)
     if workers is None:
         workers = min(2, os.cpu_count() or 1) if len(samples) > batch_size else 0
-    loader = DataLoader(
-        _Samples(samples, info.preprocess), batch_size=batch_size, num_workers=workers, collate_fn=_collate
+    data = _Samples(samples, _pipeline(info.preprocess, proto), proto)
+    loader = DataLoader(data, batch_size=batch_size, num_workers=workers, collate_fn=_collate)
+    state = _State(
+        acc=LocalizationAccuracy(topk=(1, 5), convention=proto.iou_convention),
+        box1=MaxBoxAcc(protocol=proto, thresholds=thresholds),
+        box2=MaxBoxAccV2(protocol=proto, thresholds=thresholds, iou_thresholds=IOU_V2),
+        pix=PxAP(protocol=proto, thresholds=thresholds),
     )
     cam = CAM(model) if method == "cam" else None
-    h_in, w_in = info.preprocess.size
-    acc = LocalizationAccuracy(topk=(1, 5), convention=proto.iou_convention)
-    box1 = MaxBoxAcc(protocol=proto, thresholds=thresholds)
-    box2 = MaxBoxAccV2(protocol=proto, thresholds=thresholds, iou_thresholds=IOU_V2)
-    pix = PxAP(protocol=proto, thresholds=thresholds)
-    per_image: list[dict[str, Any]] = []
     failures: list[dict[str, str]] = []
     bar = None
     if progress:
@@ -147,41 +202,86 @@ def evaluate_samples(
         bar = tqdm(total=len(samples), unit="img", desc=f"evaluate ({method}, {proto.name})", dynamic_ncols=True)
     try:
         for items in loader:
-            failures += [
-                {"path": str(samples[it["index"]].path), "error": it["error"]} for it in items if "error" in it
-            ]
-            good = [it for it in items if "x" in it and len(samples[it["index"]].boxes)]
-            failures += [
-                {"path": str(samples[it["index"]].path), "error": "no ground-truth box"}
-                for it in items
-                if "x" in it and not len(samples[it["index"]].boxes)
-            ]
+            for it in items:
+                s = samples[it["index"]]
+                if "error" in it:
+                    failures.append({"path": str(s.path), "error": it["error"]})
+                elif not len(it["boxes"]) and it["mask"] is None:
+                    failures.append({"path": str(s.path), "error": "no ground-truth box or mask"})
+            good = [it for it in items if "x" in it and (len(it["boxes"]) or it["mask"] is not None)]
             if good:
-                _evaluate_batch(
-                    good, samples, model, cam, proto, threshold, (h_in, w_in), device,
-                    acc, box1, box2, pix, per_image,
-                )  # fmt: skip
+                _evaluate_batch(good, samples, model, cam, proto, threshold, info.preprocess.size, device, state)
             if bar is not None:
                 bar.update(len(items))
     finally:
         if bar is not None:
             bar.close()
-    n = len(per_image)
+    n = len(state.per_image)
     if n == 0:
-        raise CamlocError("`samples` must contain at least one readable image with a ground-truth box")
-    loc = acc.compute()
-    r1, r2 = box1.compute(), box2.compute()
-    metrics = {k: float(v) for k, v in loc.as_dict().items() if k != "n_images" and v is not None}
-    metrics["maxboxacc"] = r1.value
-    metrics["maxboxacc_v2"] = r2.value
+        raise CamlocError("`samples` must contain at least one readable image with a ground-truth box or mask")
+    metrics = {"top1_cls": state.cls[0] / n, "top5_cls": state.cls[1] / n}
+    r1 = r2 = None
+    if state.n_boxes:  # box metrics over the images that have boxes (mask-only images are skipped there)
+        loc = state.acc.compute()
+        metrics.update({k: float(v) for k, v in loc.as_dict().items() if k.endswith("_loc") and v is not None})
+        r1, r2 = state.box1.compute(), state.box2.compute()
+        metrics["maxboxacc"] = r1.value
+        metrics["maxboxacc_v2"] = r2.value
     pxap_curve = None
-    if any(s.mask_paths for s in samples):  # PxAP where the data set has masks
-        rp = pix.compute()
+    if state.n_masks:  # PxAP over the images that have masks
+        rp = state.pix.compute()
         metrics["pxap"] = rp.value
         pxap_curve = {"thresholds": rp.thresholds, "precision": rp.precision, "recall": rp.recall}
+    nan = np.full(thresholds.size, np.nan)
     return EvalResult(
-        metrics, thresholds, r1.accuracy, r2.accuracy.T, r1.best_threshold, pxap_curve, per_image, failures, n
+        metrics,
+        thresholds,
+        r1.accuracy if r1 is not None else nan,
+        r2.accuracy.T if r2 is not None else np.full((thresholds.size, len(IOU_V2)), np.nan),
+        r1.best_threshold if r1 is not None else float("nan"),
+        pxap_curve,
+        state.per_image,
+        failures,
+        n,
+        n_box_images=state.n_boxes,
+        n_mask_images=state.n_masks,
     )
+
+
+@dataclass
+class _State:
+    """The streaming accumulators of one evaluation."""
+
+    acc: LocalizationAccuracy
+    box1: MaxBoxAcc
+    box2: MaxBoxAccV2
+    pix: PxAP
+    cls: list[int] = field(default_factory=lambda: [0, 0])  # top-1 / top-5 correct, over every image
+    n_boxes: int = 0
+    n_masks: int = 0
+    per_image: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _class_maps(
+    x: torch.Tensor, true: torch.Tensor, model: torch.nn.Module, cam: CAM | None, proto: Protocol
+) -> tuple[torch.Tensor, np.ndarray]:
+    """Top-5 classes ``[n, 5]`` and the maps of the top-1 and true classes at the input size ``[n, 2, H, W]``."""
+    size = (int(x.shape[2]), int(x.shape[3]))
+    if cam is not None:
+        with torch.no_grad():
+            feats, logits = cam.forward(x)
+            top = logits.topk(min(5, logits.shape[1]), dim=1).indices.cpu()
+            classes = torch.stack([top[:, 0], true], dim=1)
+            maps = _upsample(cam.maps(feats, classes.to(feats.device)), size, proto)
+    else:
+        from camloc.saliency import backprop_saliency
+
+        with torch.no_grad():
+            logits = model(x)
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices.cpu()
+        classes = torch.stack([top[:, 0], true], dim=1)
+        maps = backprop_saliency(model, x, classes.to(x.device))[1].float().cpu()
+    return top, maps.numpy()
 
 
 def _evaluate_batch(
@@ -193,72 +293,70 @@ def _evaluate_batch(
     threshold: float,
     size: tuple[int, int],
     device: str | torch.device,
-    acc: LocalizationAccuracy,
-    box1: MaxBoxAcc,
-    box2: MaxBoxAccV2,
-    pix: PxAP,
-    per_image: list[dict[str, Any]],
+    st: _State,
 ) -> None:
     """Maps of the top-1 and true classes for a batch, then every metric's update."""
-    h_in, w_in = size
     x = torch.stack([it["x"] for it in good]).to(device)
     true = torch.tensor([samples[it["index"]].class_idx for it in good], dtype=torch.long)
-    if cam is not None:
-        with torch.no_grad():
-            feats, logits = cam.forward(x)
-            top = logits.topk(min(5, logits.shape[1]), dim=1).indices.cpu()
-            classes = torch.stack([top[:, 0], true], dim=1)
-            maps = upsample_maps(cam.maps(feats, classes.to(feats.device)).float(), (h_in, w_in)).cpu()
-    else:
-        from camloc.saliency import backprop_saliency
-
-        with torch.no_grad():
-            logits = model(x)
-        top = logits.topk(min(5, logits.shape[1]), dim=1).indices.cpu()
-        classes = torch.stack([top[:, 0], true], dim=1)
-        maps = backprop_saliency(model, x, classes.to(x.device))[1].float().cpu()
-    maps_np = maps.numpy()
-    gts = [it["boxes"] for it in good]
+    top, maps_np = _class_maps(x, true, model, cam, proto)
+    true_np = true.numpy()
+    st.cls[0] += int((top[:, 0].numpy() == true_np).sum())
+    st.cls[1] += int((top.numpy() == true_np[:, None]).any(1).sum())
     true_maps = maps_np[:, 1]
     box_true = np.stack([sweep_boxes(m, protocol=proto, thresholds=[threshold])[0] for m in true_maps])
     box_top1 = np.stack([sweep_boxes(m, protocol=proto, thresholds=[threshold])[0] for m in maps_np[:, 0]])
-    # the box of the j-th predicted class: the true class's box where it is the true class, top-1's at j = 0
-    k = top.shape[1]
-    pred_boxes = np.zeros((len(good), max(k, 5), 4))
-    pred_classes = np.full((len(good), max(k, 5)), -1, np.int64)
-    pred_classes[:, :k] = top.numpy()
-    pred_boxes[:, 0] = box_top1
-    hit = pred_classes == true.numpy()[:, None]
-    pred_boxes[hit] = np.repeat(box_true, hit.sum(1), axis=0)
-    acc.update(pred_classes, pred_boxes, true.numpy(), gts, gt_known_boxes=box_true)
-    box1.update(true_maps, gts)
-    box2.update(true_maps, gts)
+    boxed = [i for i, it in enumerate(good) if len(it["boxes"])]
+    if boxed:
+        gts = [good[i]["boxes"] for i in boxed]
+        # the box of the j-th predicted class: the true class's box where it is the true class, top-1's at j = 0
+        k = top.shape[1]
+        pred_boxes = np.zeros((len(boxed), max(k, 5), 4))
+        pred_classes = np.full((len(boxed), max(k, 5)), -1, np.int64)
+        pred_classes[:, :k] = top.numpy()[boxed]
+        pred_boxes[:, 0] = box_top1[boxed]
+        hit = pred_classes == true_np[boxed][:, None]
+        pred_boxes[hit] = np.repeat(box_true[boxed], hit.sum(1), axis=0)
+        st.acc.update(pred_classes, pred_boxes, true_np[boxed], gts, gt_known_boxes=box_true[boxed])
+        st.box1.update([true_maps[i] for i in boxed], gts)
+        st.box2.update([true_maps[i] for i in boxed], gts)
+        st.n_boxes += len(boxed)
     with_masks = [i for i, it in enumerate(good) if it["mask"] is not None]
     if with_masks:
-        pix.update(
+        st.pix.update(
             [true_maps[i] for i in with_masks],
             [good[i]["mask"] for i in with_masks],
             None if any(good[i]["ignore"] is None for i in with_masks) else [good[i]["ignore"] for i in with_masks],
         )
+        st.n_masks += len(with_masks)
     for i, it in enumerate(good):
         s = samples[it["index"]]
-        iou_true = float(box_iou(box_true[i][None], gts[i], convention=proto.iou_convention).max())
-        iou_top1 = float(box_iou(box_top1[i][None], gts[i], convention=proto.iou_convention).max())
-        sx, sy = it["size"][0] / w_in, it["size"][1] / h_in
-        scale = np.array([sx, sy, sx, sy])
+        g: Geometry = it["geometry"]
         t1 = int(top[i, 0])
-        per_image.append(
-            {
-                "path": str(s.path),
-                "true_class": s.class_idx,
-                "top1_class": t1,
-                "top5_classes": [int(c) for c in top[i]],
-                "iou_gt_known": round(iou_true, 4),
-                "iou_top1": round(iou_top1, 4),
-                "box_gt_known": [round(float(v), 2) for v in box_true[i] * scale],
-                "box_top1": [round(float(v), 2) for v in box_top1[i] * scale],
-                "gt_boxes": [[round(float(v), 2) for v in b * scale] for b in gts[i]],
-                "top1_loc": bool(t1 == s.class_idx and iou_true >= 0.5),
-                "gt_known_loc": bool(iou_true >= 0.5),
-            }
-        )
+        rec: dict[str, Any] = {
+            "path": str(s.path),
+            "true_class": s.class_idx,
+            "top1_class": t1,
+            "top5_classes": [int(c) for c in top[i]],
+            "iou_gt_known": None,
+            "iou_top1": None,
+            "box_gt_known": _rounded(g.map_boxes(box_true[i], "network", "original")),
+            "box_top1": _rounded(g.map_boxes(box_top1[i], "network", "original")),
+            "gt_boxes": [_rounded(b) for b in g.map_boxes(np.asarray(s.boxes, np.float64).reshape(-1, 4),
+                                                         "stored", "original", clip=False)],
+            "top1_loc": None,
+            "gt_known_loc": None,
+        }  # fmt: skip
+        if len(it["boxes"]):
+            iou_true = float(box_iou(box_true[i][None], it["boxes"], convention=proto.iou_convention).max())
+            iou_top1 = float(box_iou(box_top1[i][None], it["boxes"], convention=proto.iou_convention).max())
+            rec.update(
+                iou_gt_known=round(iou_true, 4),
+                iou_top1=round(iou_top1, 4),
+                top1_loc=bool(t1 == s.class_idx and iou_true >= 0.5),
+                gt_known_loc=bool(iou_true >= 0.5),
+            )
+        st.per_image.append(rec)
+
+
+def _rounded(box: np.ndarray) -> list[float]:
+    return [round(float(v), 2) for v in box]

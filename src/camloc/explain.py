@@ -22,6 +22,7 @@ from camloc.errors import CamlocError
 from camloc.extractor import CAM
 from camloc.localization import localize
 from camloc.models.registry import ModelInfo, Preprocess
+from camloc.pipeline import ImagePipeline
 
 __all__ = ["ClassBox", "Explained", "ImageFailure", "ImageResult", "explain_images"]
 
@@ -90,10 +91,11 @@ class Explained:
 
 
 class _Files(Dataset):
+    """Paths -> network tensors through :class:`camloc.pipeline.ImagePipeline`, plus a display copy."""
+
     def __init__(self, paths: Sequence[Path], preprocess: Preprocess, display_max_side: int) -> None:
         self.paths = list(paths)
-        self.preprocess = preprocess
-        self.working = max(display_max_side, 2 * max(preprocess.size))
+        self.pipeline = ImagePipeline(preprocess, min_working_side=display_max_side)
         self.display_max_side = display_max_side
 
     def __len__(self) -> int:
@@ -102,24 +104,22 @@ class _Files(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         from PIL import Image
 
-        from camloc.data.images import load_image
-
         path = self.paths[i]
         try:
-            loaded = load_image(path, working_max_side=self.working)
-            x = self.preprocess.to_tensor(loaded.image)
+            item = self.pipeline(path)
         except CamlocError as e:
             return {"index": i, "error": str(e)}
-        img = loaded.image
+        img = item.image  # the decoded working image; the network input was resampled from it once
         w, h = img.size
         s = min(1.0, self.display_max_side / max(w, h))
         if s < 1.0:
             img = img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.BILINEAR, reducing_gap=2.0)
-        ow, oh = loaded.original_size
+        ow, oh = item.original_size
         return {
             "index": i,
-            "x": x,
-            "size": loaded.original_size,
+            "x": item.tensor,
+            "size": item.original_size,
+            "geometry": item.geometry,
             "display": np.asarray(img, dtype=np.uint8),
             "display_scale": (img.size[0] / ow, img.size[1] / oh),
         }
@@ -186,7 +186,7 @@ def explain_images(
                     yield ImageFailure(path, it["error"])
                     continue
                 n = by_index[it["index"]]
-                boxes = info.preprocess.boxes_to_image(loc.boxes[n], it["size"]).tolist()
+                boxes = it["geometry"].map_boxes(loc.boxes[n].numpy(), "network", "original").tolist()
                 tk = tuple(
                     ClassBox(r + 1, c, info.categories[c], float(p), tuple(float(v) for v in b))  # type: ignore[arg-type]
                     for r, (c, p, b) in enumerate(zip(classes[n], scores[n], boxes))

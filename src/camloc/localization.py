@@ -1,10 +1,7 @@
 """From class activation maps to masks and boxes (the CAM paper's rule and variants).
 
-**Box convention** (used everywhere in camloc): a box is float ``(x0, y0, x1, y1)`` ("xyxy") in continuous pixel
-coordinates of a named image, where pixel (row ``i``, column ``j``) covers ``[j, j+1) x [i, i+1)``. A box covering
-pixel columns ``c0..c1`` and rows ``r0..r1`` inclusive is ``(c0, r0, c1 + 1, r1 + 1)``; width is ``x1 - x0`` and
-area is ``width * height`` (no ``+1``). Resizing an image from ``(w, h)`` to ``(W, H)`` maps a box by multiplying
-x by ``W / w`` and y by ``H / h``. No localization (an empty mask) is the box ``(0, 0, 0, 0)`` with area 0.
+**Box convention**: float ``(x0, y0, x1, y1)`` in continuous pixel coordinates, no ``+1``, ``(0, 0, 0, 0)`` for no
+localization; written down once, with every map between an image's frames, in :mod:`camloc.geometry`.
 
 **The paper's rule** (Zhou et al. 2016, sec. 4.1; their code divides the upsampled map by its max): normalise each
 map by its maximum (:func:`camloc.cam.normalize_maps` ``mode="max"``), keep pixels whose value is ``>= threshold``
@@ -127,11 +124,15 @@ def scale_boxes(
     from_size: tuple[int, int],
     to_size: tuple[int, int],
 ) -> torch.Tensor:
-    """Map boxes ``[..., 4]`` from an image of ``from_size = (w, h)`` to one of ``to_size = (W, H)``."""
-    b = torch.as_tensor(boxes, dtype=torch.float32)
-    sx = to_size[0] / from_size[0]
-    sy = to_size[1] / from_size[1]
-    return b * torch.tensor([sx, sy, sx, sy], dtype=torch.float32, device=b.device)
+    """Map boxes ``[..., 4]`` from an image of ``from_size = (w, h)`` to one of ``to_size = (W, H)``.
+
+    ``x * W / w``, ``y * H / h`` (:func:`camloc.geometry.resize_boxes`); returns float32 on the input's device.
+    """
+    from camloc.geometry import resize_boxes
+
+    device = boxes.device if isinstance(boxes, torch.Tensor) else torch.device("cpu")
+    out = resize_boxes(np.asarray(torch.as_tensor(boxes, dtype=torch.float32).cpu()), from_size, to_size)
+    return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32)).to(device)
 
 
 @dataclass(frozen=True)

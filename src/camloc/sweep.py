@@ -120,6 +120,19 @@ class Protocol:
         nan_policy: ``"raise"`` (NaN maps raise CamlocValueError) or ``"zeros"`` (a map with a NaN becomes
             all zeros, as wsolevaluation's ``normalize_scoremap``).
         thresholds: default threshold list for box sweeps.
+
+    The pipeline from image to score map and ground truth (used by :func:`camloc.evaluate.evaluate_samples`):
+
+        cam_resize: how maps are brought to the network input: ``"bilinear"`` (torch, pixel-centre aligned) or
+            ``"bicubic_cv2"`` (``cv2.resize(map, (W, H), interpolation=cv2.INTER_CUBIC)`` on float32 maps).
+        box_rounding: GT boxes after scaling to the network input: ``"none"`` (float) or ``"truncate"``
+            (``int(x * W / w)``, as wsolevaluation's ``resize_bbox``).
+        mask_sampling: nearest-neighbour resize of GT masks to the input: ``"center"`` (pixel centres, PIL
+            ``NEAREST``) or ``"corner"`` (OpenCV ``INTER_NEAREST``); see :mod:`camloc.geometry`.
+        mask_threshold: a mask pixel (8-bit grey value) is foreground when ``> mask_threshold``.
+        image_interpolation: the one image resize's interpolation (None: the model's preprocessing).
+        image_draft: allow reduced JPEG decoding (DCT draft mode) before that resize.
+        exif_orientation: apply the EXIF orientation to the image (and the same map to its ground truth).
     """
 
     name: str
@@ -131,8 +144,20 @@ class Protocol:
     clip_last_pixel: bool
     nan_policy: str
     thresholds: tuple[float, ...] = field(repr=False)
+    cam_resize: str = "bilinear"
+    box_rounding: str = "none"
+    mask_sampling: str = "center"
+    mask_threshold: float = 127.0
+    image_interpolation: str | None = None
+    image_draft: bool = True
+    exif_orientation: bool = True
 
     def __post_init__(self) -> None:
+        check_choice("cam_resize", self.cam_resize, ("bilinear", "bicubic_cv2"))
+        check_choice("box_rounding", self.box_rounding, ("none", "truncate"))
+        check_choice("mask_sampling", self.mask_sampling, ("center", "corner"))
+        if self.image_interpolation is not None:
+            check_choice("image_interpolation", self.image_interpolation, ("bilinear", "bicubic", "nearest"))
         check_choice("normalize", self.normalize, _NORMALIZE)
         check_choice("iou_convention", self.iou_convention, IOU_CONVENTIONS)
         check_choice("candidates", self.candidates, _CANDIDATES)
@@ -164,6 +189,16 @@ PROTOCOLS: dict[str, Protocol] = {
         clip_last_pixel=True,
         nan_policy="zeros",
         thresholds=WSOL_THRESHOLDS,
+        # data_loaders.py: Image.open(path).convert("RGB") (no EXIF transpose, every pixel decoded), then
+        # transforms.Resize((224, 224)) (bilinear); inference.py: cv2 bicubic CAM resize; evaluation.py:
+        # int() GT boxes after scaling, masks by cv2 INTER_NEAREST and > 0.5
+        cam_resize="bicubic_cv2",
+        box_rounding="truncate",
+        mask_sampling="corner",
+        mask_threshold=0.5,
+        image_interpolation="bilinear",
+        image_draft=False,
+        exif_orientation=False,
     ),
 }
 

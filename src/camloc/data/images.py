@@ -29,9 +29,10 @@ applies, so the effective limit is the smaller of the two (raise PIL's global to
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,9 @@ from camloc.errors import CamlocValueError, ImageLoadError
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "IMAGE_EXTENSIONS",
+    "ImageSource",
     "LoadedImage",
+    "decode_image",
     "find_images",
     "load_image",
 ]
@@ -68,15 +71,24 @@ class LoadedImage:
     Attributes:
         image: PIL image, mode "RGB", EXIF orientation applied, possibly reduced (see ``scale``).
         original_size: ``(width, height)`` of the full-resolution image after EXIF orientation.
-        path: the file it was read from.
+        path: the file it was read from (None for bytes, arrays and PIL images).
         scale: ``(sx, sy)`` = original size / returned size; multiply x by sx and y by sy to map
             coordinates on ``image`` to original pixels. ``(1.0, 1.0)`` when not reduced.
+        orientation: the EXIF orientation (1..8) that was applied to the stored pixels (1: none, or not
+            applied because ``orientation=False`` was asked for).
     """
 
     image: Image.Image
     original_size: tuple[int, int]
-    path: Path
+    path: Path | None
     scale: tuple[float, float]
+    orientation: int = 1
+
+    @property
+    def stored_size(self) -> tuple[int, int]:
+        """``(width, height)`` of the stored pixels (before the EXIF orientation), at full resolution."""
+        w, h = self.original_size
+        return (h, w) if self.orientation in _SWAPPING_ORIENTATIONS else (w, h)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -91,7 +103,7 @@ def _check_positive_int(name: str, value: Any) -> None:
         _fail(name, ">= 1", value)
 
 
-def _error(path: Path, problem: str) -> ImageLoadError:
+def _error(path: object, problem: str) -> ImageLoadError:
     return ImageLoadError(f"cannot load image '{path}': {problem}")
 
 
@@ -161,13 +173,186 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         raise _UnsupportedModeError(f"pixel mode {mode!r} cannot be converted to RGB") from exc
 
 
+#: What :func:`decode_image` accepts: a path, the encoded file's bytes, a ``uint8`` array ``[H, W, 3]`` /
+#: ``[H, W]`` (RGB / gray pixels) or a PIL image.
+ImageSource = str | os.PathLike[str] | bytes | bytearray | memoryview | np.ndarray | Image.Image
+
+
+def _describe_source(source: Any) -> str:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return f"<{len(source)} bytes>"
+    return str(source)
+
+
+def _open_file(p: Path) -> io.BufferedReader:
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise _error(p, "no such file") from None
+    except OSError as exc:
+        raise _error(p, f"cannot access file ({exc.strerror or exc})") from exc
+    if p.is_dir():
+        raise _error(p, "it is a directory, not a file")
+    if st.st_size == 0:
+        raise _error(p, "file is empty (0 bytes)")
+    try:
+        return open(p, "rb")  # closed by the caller's with statement
+    except OSError as exc:
+        raise _error(p, f"cannot open file ({exc.strerror or exc})") from exc
+
+
+#: ``(stored size, orientation) -> the size JPEG draft mode must cover, in the stored frame`` (None: full size)
+_Request = Callable[[tuple[int, int], int], "tuple[int, int] | None"]
+
+
+def _min_size_request(min_size: tuple[int, int] | None, min_side: int | None) -> _Request:
+    def request(raw: tuple[int, int], tag: int) -> tuple[int, int] | None:
+        if min_size is None and min_side is None:
+            return None
+        need = (1, 1) if min_size is None else (min_size[1], min_size[0]) if tag in _SWAPPING_ORIENTATIONS else min_size
+        if min_side is not None:
+            by_side = _target_size(raw, min_side)
+            need = (max(need[0], by_side[0]), max(need[1], by_side[1]))
+        return need
+
+    return request
+
+
+def _decode_path(p: Path, max_pixels: int, request: _Request, orientation: bool) -> LoadedImage:
+    img, original, tag = _decode_encoded(_open_file(p), p, max_pixels=max_pixels, request=request,
+                                         orientation=orientation)  # fmt: skip
+    return LoadedImage(img, original, p, (original[0] / img.size[0], original[1] / img.size[1]), tag)
+
+
+def _decode_encoded(
+    fh: Any, name: Any, *, max_pixels: int, request: _Request, orientation: bool
+) -> tuple[Image.Image, tuple[int, int], int]:
+    """Decode an open binary stream: ``(RGB image, original size, orientation applied)``."""
+    try:
+        with fh:
+            with warnings.catch_warnings():
+                # max_pixels below replaces PIL's warning-level bomb check (PIL's hard limit still applies).
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                img: Image.Image = Image.open(fh)
+                raw_w, raw_h = img.size
+                if raw_w * raw_h > max_pixels:
+                    raise _error(
+                        name,
+                        f"image of {raw_w}x{raw_h} = {raw_w * raw_h} pixels exceeds max_pixels={max_pixels} "
+                        "(possible decompression bomb; pass a larger max_pixels to load it)",
+                    )
+                tag = int(img.getexif().get(_ORIENTATION_TAG, 1) or 1) if orientation else 1
+                tag = tag if tag in (2, 3, 4, 5, 6, 7, 8) else 1
+                draft = request((raw_w, raw_h), tag)
+                if draft is not None:
+                    # JPEG: decode at the largest 1/s scale still >= the requested size (a DCT-domain
+                    # reduction, not a resample). No-op for other formats.
+                    img.draft("RGB", draft)
+                img.load()  # full decode: truncated or corrupt data raises here
+            if tag != 1:
+                img = ImageOps.exif_transpose(img)
+            img = _to_rgb(img)
+    except ImageLoadError:
+        raise
+    except _UnsupportedModeError as exc:
+        raise _error(name, str(exc)) from exc
+    except Image.DecompressionBombError as exc:
+        raise _error(name, f"too many pixels for PIL's global limit PIL.Image.MAX_IMAGE_PIXELS ({exc})") from exc
+    except Image.UnidentifiedImageError as exc:
+        raise _error(name, "not an image file, or a format PIL cannot identify") from exc
+    except MemoryError as exc:
+        raise _error(name, "out of memory while decoding") from exc
+    except Exception as exc:  # PIL raises OSError, ValueError, SyntaxError, struct.error, EOFError, ...
+        detail = str(exc) or type(exc).__name__
+        if "truncated" in detail:
+            detail = f"file is truncated or incomplete ({detail})"
+        raise _error(name, f"corrupt or unreadable image data: {detail}") from exc
+    original = (raw_h, raw_w) if tag in _SWAPPING_ORIENTATIONS else (raw_w, raw_h)
+    return img, original, tag
+
+
+def _from_array(arr: np.ndarray) -> Image.Image:
+    if arr.dtype != np.uint8:
+        _fail("image", "a uint8 array", f"an array of dtype {arr.dtype}", type_error=True)
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (1, 3, 4))):
+        _fail("image", "an array [H, W], [H, W, 3] or [H, W, 4]", f"an array of shape {arr.shape}")
+    if arr.size == 0:
+        _fail("image", "a non-empty array", f"shape {arr.shape}")
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    return _to_rgb(Image.fromarray(np.ascontiguousarray(arr)))  # uint8: "L", "RGB" or "RGBA"
+
+
+def decode_image(
+    source: ImageSource,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_size: tuple[int, int] | None = None,
+    min_side: int | None = None,
+    orientation: bool = True,
+) -> LoadedImage:
+    """Decode ``source`` into an 8-bit RGB PIL image, never resampling it.
+
+    Args:
+        source: an image file path, the bytes of an encoded image (a web upload), a ``uint8`` array
+            ``[H, W]`` / ``[H, W, 3]`` / ``[H, W, 4]`` (gray / RGB / RGBA pixels, e.g. from a Ray actor) or a
+            PIL image. Paths and bytes go through the same decoder; arrays and PIL images are taken as pixels.
+        max_pixels: refuse encoded images whose header declares more pixels (checked before decoding).
+        min_size: ``(width, height)`` in the original frame the decoded image must at least have: JPEGs are then
+            decoded directly at 1/2, 1/4 or 1/8 scale (``Image.draft``, a reduction in the DCT, not a resample)
+            when that still covers ``min_size``. Other formats, arrays and PIL images are returned at full size.
+        min_side: likewise, the longer side of the decoded image stays at least ``min(min_side, long side)``.
+        orientation: apply the EXIF orientation of paths, bytes and PIL images (arrays carry none).
+
+    Returns:
+        :class:`LoadedImage` with ``scale`` = original size / decoded size and the ``orientation`` applied.
+
+    Raises:
+        ImageLoadError: unreadable paths or bytes (see :func:`load_image`).
+        CamlocTypeError / CamlocValueError: an unsupported source type or array.
+    """
+    _check_positive_int("max_pixels", max_pixels)
+    if min_size is not None and not (
+        isinstance(min_size, tuple) and len(min_size) == 2 and all(isinstance(v, int) and v > 0 for v in min_size)
+    ):
+        _fail("min_size", "None or a (width, height) pair of positive ints", min_size)
+    if min_side is not None:
+        _check_positive_int("min_side", min_side)
+    request = _min_size_request(min_size, min_side)
+    path: Path | None = None
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise ImageLoadError("cannot load image '<0 bytes>': no data (0 bytes)")
+        name = _describe_source(source)
+        img, original, tag = _decode_encoded(
+            io.BytesIO(bytes(source)), name, max_pixels=max_pixels, request=request,
+            orientation=orientation,
+        )  # fmt: skip
+    elif isinstance(source, np.ndarray):
+        img, tag = _from_array(source), 1
+        original = img.size
+    elif isinstance(source, Image.Image):
+        tag = int(source.getexif().get(_ORIENTATION_TAG, 1) or 1) if orientation else 1
+        tag = tag if tag in (2, 3, 4, 5, 6, 7, 8) else 1
+        img = ImageOps.exif_transpose(source) if tag != 1 else source
+        try:
+            img = _to_rgb(img)
+        except _UnsupportedModeError as exc:
+            raise ImageLoadError(f"cannot load image '<PIL image>': {exc}") from exc
+        original = img.size
+    else:
+        return _decode_path(_check_path("source", source), max_pixels, request, orientation)
+    w, h = img.size
+    return LoadedImage(img, original, path, (original[0] / w, original[1] / h), tag)
+
+
 def load_image(
     path: str | os.PathLike[str],
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     working_max_side: int | None = None,
 ) -> LoadedImage:
-    """Decode the image at ``path`` into an 8-bit RGB PIL image.
+    """Decode the image at ``path`` into an 8-bit RGB PIL image, optionally reduced for display.
 
     Args:
         path: image file (any format PIL reads: JPEG, PNG, BMP, GIF, TIFF, WebP, ...).
@@ -175,8 +360,9 @@ def load_image(
             guard, checked before decoding). Default :data:`DEFAULT_MAX_PIXELS` (2**27, ~134 MP).
         working_max_side: if given, the returned image is reduced (aspect kept) so that its longer side
             is at most this many pixels. JPEGs are then decoded directly at 1/2, 1/4 or 1/8 scale
-            (``Image.draft``) so the full-size pixels are never allocated; other formats are decoded in
-            full and resized. ``original_size`` and ``scale`` still describe the full-size image.
+            (``Image.draft``) so the full-size pixels are never allocated, then resized (bilinear) to that
+            size; other formats are decoded in full and resized. ``original_size`` and ``scale`` still
+            describe the full-size image. For network inputs use :mod:`camloc.pipeline`, which resamples once.
 
     Returns:
         :class:`LoadedImage` (see the module docstring for the conventions).
@@ -189,67 +375,16 @@ def load_image(
     _check_positive_int("max_pixels", max_pixels)
     if working_max_side is not None:
         _check_positive_int("working_max_side", working_max_side)
-
-    try:
-        st = p.stat()
-    except FileNotFoundError:
-        raise _error(p, "no such file") from None
-    except OSError as exc:
-        raise _error(p, f"cannot access file ({exc.strerror or exc})") from exc
-    if p.is_dir():
-        raise _error(p, "it is a directory, not a file")
-    if st.st_size == 0:
-        raise _error(p, "file is empty (0 bytes)")
-
-    try:
-        fh = open(p, "rb")  # noqa: SIM115 - closed by the with statement below
-    except OSError as exc:
-        raise _error(p, f"cannot open file ({exc.strerror or exc})") from exc
-    try:
-        with fh:
-            with warnings.catch_warnings():
-                # max_pixels below replaces PIL's warning-level bomb check (PIL's hard limit still applies).
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                img: Image.Image = Image.open(fh)
-                raw_w, raw_h = img.size
-                if raw_w * raw_h > max_pixels:
-                    raise _error(
-                        p,
-                        f"image of {raw_w}x{raw_h} = {raw_w * raw_h} pixels exceeds max_pixels={max_pixels} "
-                        "(possible decompression bomb; pass a larger max_pixels to load it)",
-                    )
-                if working_max_side is not None:
-                    # JPEG: decode at the largest 1/s scale still >= the target size. No-op for other formats.
-                    img.draft("RGB", _target_size((raw_w, raw_h), working_max_side))
-                img.load()  # full decode: truncated or corrupt data raises here
-            orientation = img.getexif().get(_ORIENTATION_TAG, 1)
-            if orientation in (2, 3, 4, 5, 6, 7, 8):
-                img = ImageOps.exif_transpose(img)
-            img = _to_rgb(img)
-    except ImageLoadError:
-        raise
-    except _UnsupportedModeError as exc:
-        raise _error(p, str(exc)) from exc
-    except Image.DecompressionBombError as exc:
-        raise _error(p, f"too many pixels for PIL's global limit PIL.Image.MAX_IMAGE_PIXELS ({exc})") from exc
-    except Image.UnidentifiedImageError as exc:
-        raise _error(p, "not an image file, or a format PIL cannot identify") from exc
-    except MemoryError as exc:
-        raise _error(p, "out of memory while decoding") from exc
-    except Exception as exc:  # PIL raises OSError, ValueError, SyntaxError, struct.error, EOFError, ...
-        detail = str(exc) or type(exc).__name__
-        if "truncated" in detail:
-            detail = f"file is truncated or incomplete ({detail})"
-        raise _error(p, f"corrupt or unreadable image data: {detail}") from exc
-
-    orig_w, orig_h = (raw_h, raw_w) if orientation in _SWAPPING_ORIENTATIONS else (raw_w, raw_h)
-    target = _target_size((orig_w, orig_h), working_max_side)
+    if working_max_side is None:
+        return decode_image(p, max_pixels=max_pixels)
+    side = working_max_side
+    loaded = _decode_path(p, max_pixels, lambda raw, tag: _target_size(raw, side), True)
+    target = _target_size(loaded.original_size, side)
+    img = loaded.image
     if img.size != target:
         img = img.resize(target, Image.Resampling.BILINEAR, reducing_gap=2.0)
-    if img.mode != "RGB":  # pragma: no cover - _to_rgb guarantees RGB
-        img = img.convert("RGB")
-    w, h = img.size
-    return LoadedImage(image=img, original_size=(orig_w, orig_h), path=p, scale=(orig_w / w, orig_h / h))
+    ow, oh = loaded.original_size
+    return LoadedImage(img, loaded.original_size, p, (ow / img.size[0], oh / img.size[1]), loaded.orientation)
 
 
 def _is_image_name(p: Path) -> bool:

@@ -25,7 +25,9 @@ class Preprocess:
 
     ``x = (pixel / 255 - mean) / std`` per RGB channel, after resizing. ``size`` is (height, width) of the input.
     ``resize="full"`` resizes the whole image to ``size`` (aspect ratio not kept, every pixel gets a CAM value);
-    ``resize="center_crop"`` resizes the shorter side to ``size / crop_pct`` and centre-crops ``size``.
+    ``resize="center_crop"`` resizes the shorter side to ``floor(min(size) / crop_pct)`` and centre-crops ``size``
+    (torchvision ``Resize(int)`` + ``CenterCrop``). The geometry is :mod:`camloc.geometry`'s, the pixels
+    :mod:`camloc.pipeline`'s (one resample with ``interpolation``).
     """
 
     size: tuple[int, int] = (224, 224)
@@ -55,53 +57,44 @@ class Preprocess:
     def replace(self, **changes: Any) -> Preprocess:
         return dataclasses.replace(self, **changes)
 
+    def transform(self) -> Any:
+        """The resize / crop as a :class:`camloc.geometry.ImageTransform` (``pipeline.preprocess_transform``)."""
+        from camloc.pipeline import preprocess_transform
+
+        return preprocess_transform(self)
+
+    def geometry(self, image_size: tuple[int, int], **kwargs: Any) -> Any:
+        """The :class:`camloc.geometry.Geometry` of an image of ``image_size = (width, height)``.
+
+        ``kwargs``: ``working_size`` (the decoded, maybe reduced image) and ``orientation`` (EXIF, 1..8).
+        """
+        return self.transform().geometry(image_size, **kwargs)
+
     def resized_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
         """``(width, height)`` of the image after the resize step (before any crop)."""
-        h_in, w_in = self.size
-        if self.resize == "full":
-            return w_in, h_in
-        w, h = image_size
-        short = round(min(h_in, w_in) / self.crop_pct)
-        s = short / min(w, h)
-        return max(w_in, round(w * s)), max(h_in, round(h * s))
+        return self.geometry(image_size).resized_size  # type: ignore[no-any-return]
 
     def to_tensor(self, image: Any) -> Any:
-        """PIL RGB image -> normalised ``Tensor[3, H, W]`` float32 (``size = (H, W)``)."""
-        import numpy as np
-        import torch
-        from PIL import Image
+        """PIL RGB image -> normalised ``Tensor[3, H, W]`` float32 (``size = (H, W)``), resampled once.
 
-        R = Image.Resampling
-        resample = {"bilinear": R.BILINEAR, "bicubic": R.BICUBIC, "nearest": R.NEAREST}
-        h_in, w_in = self.size
-        rw, rh = self.resized_size(image.size)
-        img = image.resize((rw, rh), resample[self.interpolation], reducing_gap=3.0)
-        if self.resize == "center_crop":
-            left, top = (rw - w_in) // 2, (rh - h_in) // 2
-            img = img.crop((left, top, left + w_in, top + h_in))
-        x = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
-        mean = torch.tensor(self.mean).view(3, 1, 1)
-        std = torch.tensor(self.std).view(3, 1, 1)
-        return (x - mean) / std
+        Equals torchvision's ``Resize`` (PIL backend, this ``interpolation``) [+ ``CenterCrop``] + ``ToTensor`` +
+        ``Normalize(mean, std)``; :class:`camloc.pipeline.ImagePipeline` does the same from paths, bytes or arrays.
+        """
+        from camloc.pipeline import image_to_tensor
+
+        return image_to_tensor(image, self)
 
     def boxes_to_image(self, boxes: Any, image_size: tuple[int, int]) -> Any:
         """Map boxes ``[..., 4]`` from the network-input frame to the pixels of the image of ``(width, height)``.
 
-        Exact inverse of :meth:`to_tensor`'s geometry (box convention of :mod:`camloc.localization`); boxes are not
-        clipped, so a centre crop's boxes stay inside the cropped part of the image.
+        Exact inverse of :meth:`to_tensor`'s geometry (:mod:`camloc.geometry`); boxes are not clipped, so a
+        centre crop's boxes stay inside the cropped part of the image. Returns ``Tensor[..., 4]`` float32.
         """
         import torch
 
-        b = torch.as_tensor(boxes, dtype=torch.float32)
-        w, h = image_size
-        h_in, w_in = self.size
-        rw, rh = self.resized_size(image_size)
-        left, top = ((rw - w_in) // 2, (rh - h_in) // 2) if self.resize == "center_crop" else (0, 0)
-        shift = torch.tensor([left, top, left, top], dtype=torch.float32)
-        scale = torch.tensor([w / rw, h / rh, w / rw, h / rh], dtype=torch.float32)
-        empty = (b[..., 2] <= b[..., 0]) | (b[..., 3] <= b[..., 1])
-        out = (b + shift) * scale
-        return torch.where(empty[..., None], torch.zeros_like(out), out)
+        b = torch.as_tensor(boxes, dtype=torch.float32).cpu().numpy()
+        out = self.geometry(image_size).map_boxes(b, "network", "original", clip=False)
+        return torch.from_numpy(out)
 
 
 @dataclass(frozen=True)

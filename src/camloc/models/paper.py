@@ -647,11 +647,12 @@ def build_gap_network(
     model = GapNet(
         trunk, in_channels=cin, num_classes=num_classes, pool=pool, conv_channels=conv_channels, drop_rate=drop_rate
     )
-    size = 224 if img_size is None else int(img_size)
+    from camloc.models.zoo import zoo_preprocess  # the trunk's own mean / std / size / interpolation
+
     info = ModelInfo(
         name=arch,
         categories=_categories(num_classes, categories),
-        preprocess=Preprocess(size=(size, size)),
+        preprocess=zoo_preprocess(arch, size=None if img_size is None else int(img_size)),
         description=f"{arch} trunk + global {pool} pool + linear",
         extra={"build": {"arch": arch, "pool": pool, "conv_channels": conv_channels}},
     )
