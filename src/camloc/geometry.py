@@ -47,6 +47,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from camloc._checks import fail  # torch-free
+
 __all__ = [
     "FRAMES",
     "ORIENTATIONS",
@@ -87,12 +89,6 @@ _INVERSE_ORIENTATION = {1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 8, 7: 7, 8: 6}
 _SWAPS = frozenset({5, 6, 7, 8})
 
 
-def _fail(name: str, expected: str, got: Any, *, type_error: bool = False) -> None:
-    from camloc._checks import fail  # imported on error only: keeps this module torch-free
-
-    fail(name, expected, got, type_error=type_error)
-
-
 # ---------------------------------------------------------------------------------------------- checks
 
 
@@ -104,14 +100,14 @@ def _size(name: str, value: Any) -> Size:
         and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in value)
     ):
         return int(value[0]), int(value[1])
-    _fail(name, "a (width, height) pair of positive integers", value)
+    fail(name, "a (width, height) pair of positive integers", value)
     raise AssertionError  # unreachable: _fail raises
 
 
 def _square_or_size(name: str, value: Any) -> Size:
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         if value <= 0:
-            _fail(name, "a positive integer or a (width, height) pair", value)
+            fail(name, "a positive integer or a (width, height) pair", value)
         return int(value), int(value)
     return _size(name, value)
 
@@ -122,13 +118,13 @@ def _int_pair(name: str, value: Any, what: str) -> tuple[int, int]:
         and len(value) == 2
         and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
     ):
-        _fail(name, what, value)
+        fail(name, what, value)
     return int(value[0]), int(value[1])
 
 
 def _orientation(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) not in ORIENTATIONS:
-        _fail("orientation", "an EXIF orientation value 1..8", value)
+        fail("orientation", "an EXIF orientation value 1..8", value)
     return int(value)
 
 
@@ -138,7 +134,7 @@ def _array(name: str, x: Any) -> np.ndarray:
     try:
         return np.asarray(x)
     except (TypeError, ValueError):
-        _fail(name, "an array", x, type_error=True)
+        fail(name, "an array", x, type_error=True)
         raise AssertionError from None  # unreachable
 
 
@@ -146,9 +142,9 @@ def _boxes(x: Any) -> tuple[np.ndarray, np.dtype]:
     """``(boxes as float64 [..., 4], output dtype)``."""
     arr = _array("boxes", x)
     if arr.ndim == 0 or arr.shape[-1] != 4:
-        _fail("boxes", "an array of shape [..., 4]", arr)
+        fail("boxes", "an array of shape [..., 4]", arr)
     if not (np.issubdtype(arr.dtype, np.number) and not np.issubdtype(arr.dtype, np.complexfloating)):
-        _fail("boxes", "a real numeric array", f"dtype {arr.dtype}", type_error=True)
+        fail("boxes", "a real numeric array", f"dtype {arr.dtype}", type_error=True)
     out_dtype = arr.dtype if np.issubdtype(arr.dtype, np.floating) else np.dtype(np.float32)
     return arr.astype(np.float64), out_dtype
 
@@ -156,7 +152,7 @@ def _boxes(x: Any) -> tuple[np.ndarray, np.dtype]:
 def _mask(x: Any) -> np.ndarray:
     arr = _array("mask", x)
     if arr.ndim < 2:
-        _fail("mask", "an array of shape [..., H, W]", arr)
+        fail("mask", "an array of shape [..., H, W]", arr)
     return arr
 
 
@@ -328,7 +324,7 @@ def _gather(mask: np.ndarray, xs: np.ndarray, ys: np.ndarray, fill: Any) -> np.n
 
 def _check_sampling(sampling: Any) -> Sampling:
     if sampling not in ("center", "corner"):
-        _fail("sampling", "'center' or 'corner'", sampling)
+        fail("sampling", "'center' or 'corner'", sampling)
     return sampling  # type: ignore[no-any-return]
 
 
@@ -366,7 +362,7 @@ def resized_size(image_size: Size, resize: int | Size | None) -> Size:
         return w, h
     if isinstance(resize, (int, np.integer)) and not isinstance(resize, bool):
         if resize <= 0:
-            _fail("resize", "None, a positive integer or a (width, height) pair", resize)
+            fail("resize", "None, a positive integer or a (width, height) pair", resize)
         s = int(resize)
         if w <= h:
             return s, int(s * h / w)
@@ -433,7 +429,7 @@ class Geometry:
             return np.array(ws, np.float64), den, np.zeros(2), ws
         if frame == "network":
             return np.array(self.resized_size, np.float64), den, np.array(self.crop_origin, np.float64), self.crop_size
-        _fail("frame", "one of " + ", ".join(repr(f) for f in FRAMES), frame)
+        fail("frame", "one of " + ", ".join(repr(f) for f in FRAMES), frame)
         raise AssertionError  # unreachable
 
     def frame_size(self, frame: Frame) -> Size:
@@ -529,7 +525,7 @@ class Geometry:
     def _mask_of(mask: Any, size: Size, what: str) -> np.ndarray:
         arr = _mask(mask)
         if (arr.shape[-1], arr.shape[-2]) != size:
-            _fail("mask", f"an array [..., {size[1]}, {size[0]}] matching {what} {size} (width, height)", arr)
+            fail("mask", f"an array [..., {size[1]}, {size[0]}] matching {what} {size} (width, height)", arr)
         return arr
 
 
@@ -552,7 +548,7 @@ class ImageTransform:
         if self.resize is not None:
             if isinstance(self.resize, (int, np.integer)) and not isinstance(self.resize, bool):
                 if self.resize <= 0:
-                    _fail("resize", "None, a positive integer or a (width, height) pair", self.resize)
+                    fail("resize", "None, a positive integer or a (width, height) pair", self.resize)
                 object.__setattr__(self, "resize", int(self.resize))
             else:
                 object.__setattr__(self, "resize", _size("resize", self.resize))
