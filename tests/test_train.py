@@ -402,3 +402,25 @@ def test_training_reads_datasets_with_the_annotation_readers_rules(tmp_path: Pat
     csv_path.write_text("file,class_idx\ni0.png,1\nmissing.png,0\n")
     with pytest.raises(AnnotationError, match="references a missing image file"):
         discover(root, val_fraction=0.0, seed=0)  # found when the data set is read, not mid-epoch
+
+
+def test_validation_images_go_through_the_explain_pipeline(tmp_path: Path) -> None:
+    """Training validation, explain and evaluate feed the model the same tensor: one pipeline."""
+    from camloc.models.info import Preprocess
+    from camloc.pipeline import ImagePipeline
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "photo.png"  # PNG: no JPEG draft reduction, so the reference below is exact
+    Image.fromarray(rng.integers(0, 256, (90, 130, 3), dtype=np.uint8)).save(path)
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    val = ImageDataset([(str(path), 1)], size=40, mean=mean, std=std, train=False, interpolation="bicubic")
+    x, label = val[0]
+    pre = Preprocess(size=(40, 40), mean=mean, std=std, interpolation="bicubic")
+    assert label == 1 and x.shape == (3, 40, 40)
+    assert torch.equal(x, ImagePipeline(pre)(path).tensor)
+    with Image.open(path) as im:  # one bicubic resample of the decoded photo, then Normalize
+        ref = np.asarray(im.convert("RGB").resize((40, 40), Image.Resampling.BICUBIC), np.float32) / 255
+    ref_t = (torch.from_numpy(ref).permute(2, 0, 1) - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(
+        3, 1, 1
+    )
+    torch.testing.assert_close(x, ref_t, atol=1e-6, rtol=0)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -179,7 +180,9 @@ class ImageDataset(torch.utils.data.Dataset):
     """(path, label) items -> ``(Tensor[3, S, S] float32 normalised, label)``.
 
     Train: random resized crop (scale ``(min_crop_scale, 1)``, ratio 3/4..4/3) + horizontal flip (p=0.5),
-    drawn from ``np.random.default_rng`` seeded by ``(seed, epoch, index)``. Eval: full resize to S x S.
+    drawn from ``np.random.default_rng`` seeded by ``(seed, epoch, index)``. Eval: the one image pipeline
+    (:class:`camloc.pipeline.ImagePipeline`, full resize to S x S with ``interpolation``), exactly what
+    ``camloc explain`` / ``evaluate`` feed the trained model.
     """
 
     def __init__(
@@ -192,7 +195,11 @@ class ImageDataset(torch.utils.data.Dataset):
         train: bool,
         seed: int = 0,
         min_crop_scale: float = 0.35,
+        interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear",
     ) -> None:
+        from camloc.models.info import Preprocess
+        from camloc.pipeline import ImagePipeline
+
         self.items = items
         self.size = size
         self.mean = np.asarray(mean, np.float32)
@@ -201,6 +208,8 @@ class ImageDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.min_crop_scale = min_crop_scale
         self.epoch = 0
+        pre = Preprocess(size=(size, size), mean=tuple(mean), std=tuple(std), interpolation=interpolation)  # type: ignore[arg-type]
+        self.pipeline = ImagePipeline(pre)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -212,15 +221,14 @@ class ImageDataset(torch.utils.data.Dataset):
         from camloc.data.images import load_image
 
         path, label = self.items[index]
+        if not self.train:
+            return self.pipeline(path).tensor, label
         img = load_image(path).image
         s = self.size
-        if self.train:
-            rng = np.random.default_rng(_seed(self.seed, self.epoch, index, 7))
-            left, top, w, h = crop_params(rng, img.width, img.height, (self.min_crop_scale, 1.0), (3 / 4, 4 / 3))
-            img = img.resize((s, s), Image.Resampling.BILINEAR, box=(left, top, left + w, top + h))
-            if rng.random() < 0.5:
-                img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        elif img.size != (s, s):
-            img = img.resize((s, s), Image.Resampling.BILINEAR)
+        rng = np.random.default_rng(_seed(self.seed, self.epoch, index, 7))
+        left, top, w, h = crop_params(rng, img.width, img.height, (self.min_crop_scale, 1.0), (3 / 4, 4 / 3))
+        img = img.resize((s, s), Image.Resampling.BILINEAR, box=(left, top, left + w, top + h))
+        if rng.random() < 0.5:
+            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         a = (np.asarray(img, np.float32) / 255.0 - self.mean) / self.std
         return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))), label

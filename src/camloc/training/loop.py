@@ -155,7 +155,9 @@ def _train(
         train=True,
         min_crop_scale=config.min_crop_scale,
     )
-    val_ds = ImageDataset(split.val, size=size, mean=pre.mean, std=pre.std, seed=config.seed, train=False)
+    val_ds = ImageDataset(
+        split.val, size=size, mean=pre.mean, std=pre.std, seed=config.seed, train=False, interpolation=pre.interpolation
+    )
     sampler: torch.utils.data.DistributedSampler[Any] = torch.utils.data.DistributedSampler(
         train_ds, num_replicas=d.world, rank=d.rank, shuffle=True, seed=config.seed, drop_last=False
     )
