@@ -281,7 +281,7 @@ def write_units_report(
                         "weight": float(weight[c, u]),
                         "mean_activation": float(mean_act[u]),
                         "contribution": float(weight[c, u] * mean_act[u]),
-                    }  # fmt: skip
+                    }
                     for u in by_wa[:top_units]
                 ],
             }
