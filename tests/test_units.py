@@ -157,8 +157,10 @@ def _mask_energy(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
 def test_top_units_of_a_class_fire_inside_its_objects(tmp_path: Path) -> None:
     """The paper's section 5 on a tiny_gap trained on labels only (CPU, ~1 min).
 
-    Measured (seed 0, 1 thread): mean energy-inside-mask of the class's top-4 units by w x mean activation
-    0.71 vs bottom-4 0.36 (object area ~0.2 of the image); asserted margin 0.2.
+    Measured (seed 0, 1 thread, 37 s): the fraction of a unit's positive energy inside the class's object masks,
+    averaged over the class's val images, for its top-4 units by w x mean activation vs its bottom-4:
+    0.47/0.26, 0.69/0.23, 0.69/0.39, 0.61/0.36 for the 4 classes (mean gap 0.31, smallest 0.21). Asserted: mean
+    gap >= 0.2 and every class's >= 0.1.
     """
     from camloc.data.synthetic import make_synthetic_dataset
     from camloc.train import TrainConfig, load_checkpoint, train
@@ -189,7 +191,6 @@ def test_top_units_of_a_class_fire_inside_its_objects(tmp_path: Path) -> None:
                     vals.append(np.nanmean(_mask_energy(maps, masks)))
                 energy[tag] = float(np.nanmean(vals))
             gaps.append(energy["top"] - energy["bottom"])
-            print(c, energy)
     finally:
         torch.set_num_threads(n)
-    assert float(np.mean(gaps)) >= 0.2
+    assert float(np.mean(gaps)) >= 0.2 and min(gaps) >= 0.1
