@@ -15,6 +15,24 @@ import time
 from pathlib import Path
 
 
+def _subset(data: Path, out: Path, per_class: int) -> Path:
+    """A Tiny-ImageNet layout under ``out`` with the first ``per_class`` training images of each class (symlinks)."""
+    root = out / f"subset{per_class}"
+    if root.exists():
+        return root
+    (root / "train").mkdir(parents=True)
+    for name in ("wnids.txt", "words.txt", "val"):
+        if (data / name).exists():
+            (root / name).symlink_to((data / name).resolve())
+    for wnid in (data / "wnids.txt").read_text().split():
+        src = data / "train" / wnid / "images"
+        dst = root / "train" / wnid / "images"
+        dst.mkdir(parents=True)
+        for p in sorted(src.iterdir())[:per_class]:
+            (dst / p.name).symlink_to(p.resolve())
+    return root
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data", type=Path)
@@ -25,7 +43,9 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--train-per-class", type=int, default=None, help="fit on the first N images of each class")
     args = ap.parse_args()
+    data = args.data if args.train_per_class is None else _subset(args.data, args.out, args.train_per_class)
 
     from camloc.checkpoint import load_checkpoint
     from camloc.data.annotations import read_dataset
@@ -34,7 +54,7 @@ def main() -> None:
 
     t0 = time.perf_counter()
     res = fit_linear_head(
-        args.data, model=args.model, out=args.out / args.model, classifier=args.classifier, flip=args.flip,
+        data, model=args.model, out=args.out / args.model, classifier=args.classifier, flip=args.flip,
         batch_size=args.batch_size, device=args.device, workers=args.workers, progress=True,
     )  # fmt: skip
     fit_wall = time.perf_counter() - t0
@@ -51,6 +71,7 @@ def main() -> None:
         json.dumps(
             {
                 "model": args.model,
+                "train_images": rep["train_images"],
                 "classifier": args.classifier,
                 "flip": args.flip,
                 "C": rep["C"],
