@@ -574,6 +574,7 @@ def _features(
         stats["extract_seconds"] += time.perf_counter() - t0
         stats["extracted_images"] += len(paths)
         stats["extracted_passes"] += len(todo)
+        stats["forwards"] += len(paths) * len(todo)
         for v, a in new.items():
             got[v] = a
             if cache is not None:
@@ -646,7 +647,8 @@ def fit_linear_head(
     fingerprint = trunk_fingerprint(trunk)
     cache_root = cache_dir if cache_dir is not None else (Path(out) / "cache" if out is not None else None)
     cache = FeatureCache(cache_root) if cache_root is not None else None
-    stats: dict[str, Any] = {"extract_seconds": 0.0, "extracted_images": 0, "extracted_passes": 0, "cached_views": 0}
+    stats: dict[str, Any] = dict.fromkeys(("extracted_images", "extracted_passes", "cached_views", "forwards"), 0)
+    stats["extract_seconds"] = 0.0
     kw = {"batch_size": batch_size, "device": device, "workers": workers, "progress": progress}
     views = ("plain", "flip") if flip else ("plain",)
     train_paths = [Path(p) for p, _ in ds.train]
@@ -723,11 +725,10 @@ def _finish_stats(report: dict[str, Any], stats: dict[str, Any]) -> None:
     report["features"] = {
         "extracted_images": stats["extracted_images"],
         "extracted_passes": stats["extracted_passes"],
+        "forwards": stats["forwards"],
         "cached_views": stats["cached_views"],
         "seconds": round(sec, 3),
-        "images_per_second": round(stats["extracted_images"] * max(1, stats["extracted_passes"]) / sec, 2)
-        if sec > 0
-        else None,
+        "images_per_second": round(stats["forwards"] / sec, 2) if sec > 0 else None,
     }
 
 
