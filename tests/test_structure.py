@@ -70,7 +70,9 @@ def _declared() -> dict[str, str]:
     tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
     root = SRC.parent.parent
-    deps = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
+    project = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    # core dependencies, and the `fit` extra (scikit-learn, imported lazily by camloc.fit with an install hint)
+    deps = project["dependencies"] + project["optional-dependencies"]["fit"]
     out = {}
     for d in deps:
         name = re.split(r"[<>=!~ \[;]", d, maxsplit=1)[0]
@@ -78,7 +80,7 @@ def _declared() -> dict[str, str]:
     return out
 
 
-_DIST_OF = {"cv2": "opencv-python-headless", "PIL": "pillow"}
+_DIST_OF = {"cv2": "opencv-python-headless", "PIL": "pillow", "sklearn": "scikit-learn"}
 
 
 def test_every_third_party_import_of_the_package_is_declared() -> None:

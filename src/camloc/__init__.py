@@ -19,6 +19,8 @@ _EXPORTS = {
     "ReluConvHead": "camloc.heads",
     "SklearnHead": "camloc.heads",
     "resolve_head": "camloc.resolve",
+    "fit_linear_head": "camloc.fit",
+    "FitResult": "camloc.fit",
     "CamHead": "camloc.resolve",  # deprecated name of camloc.resolve.ResolvedHead (not in __all__)
     "class_activation_maps": "camloc.cam",
     "normalize_maps": "camloc.cam",
@@ -51,6 +53,7 @@ __all__ = [
     "CamlocError",
     "CamlocTypeError",
     "CamlocValueError",
+    "FitResult",
     "Head",
     "ImageLoadError",
     "LinearHead",
@@ -65,6 +68,7 @@ __all__ = [
     "class_activation_maps",
     "component_boxes",
     "create_model",
+    "fit_linear_head",
     "largest_component_box",
     "list_models",
     "localize",
@@ -89,6 +93,7 @@ if TYPE_CHECKING:  # pragma: no cover
         UnsupportedModelError,
     )
     from camloc.extractor import CAM, CamResult
+    from camloc.fit import FitResult, fit_linear_head
     from camloc.heads import Head, LinearHead, NormPoolHead, ReluConvHead, SklearnHead
     from camloc.localization import (
         Localization,

@@ -15,8 +15,11 @@ Architecture kinds (:data:`ARCHITECTURES`; a later kind is one more entry, the l
   :func:`~camloc.models.paper.build_gap_network`; ``spec`` holds its build keywords (``arch``, ``pool``,
   ``conv_channels`` and the family's own, e.g. ``width``, ``transform_input``).
 
-  A head fitted on a frozen trunk (``camloc fit``) fits the same layout as another kind: ``spec`` names the trunk
-  (a model spec and its weights file) and the pooling, ``model`` holds only the head's tensors.
+* ``"fitted_head"``: a :class:`~camloc.fit.FittedHeadNetwork` (``camloc fit``: a frozen trunk and a GAP ->
+  linear head fitted on its pooled features), rebuilt by :func:`camloc.fit._build_fitted_head`. ``spec``:
+  ``trunk`` (``model`` spec, ``weights`` or ``checkpoint`` file with its ``sha256``, ``embedded``),
+  ``in_features``, ``num_classes``, ``pool``, ``classifier``, ``C``; ``model`` holds ``fc.weight``/``fc.bias``
+  and, when ``embedded``, the trunk's tensors (``trunk.*``).
 
 ``training`` (written by :mod:`camloc.training`): ``epoch`` (completed epochs), ``world_size``, ``optimizer``,
 ``scheduler``, ``scaler``, ``config`` (TrainConfig as a dict), ``history`` (EpochStats dicts), ``best_epoch``,
@@ -60,7 +63,10 @@ _LEGACY_FORMAT = "camloc-train-checkpoint"  # schema 1
 _TRAINING_KEYS_V1 = ("optimizer", "scheduler", "scaler", "epoch", "rng", "config", "history", "best_epoch")
 
 #: kind -> ``"module:function"`` building ``(nn.Module, ModelInfo)`` from ``(spec, info)``; imported on use.
-ARCHITECTURES: dict[str, str] = {"gap_network": "camloc.checkpoint:_build_gap_network"}
+ARCHITECTURES: dict[str, str] = {
+    "gap_network": "camloc.checkpoint:_build_gap_network",
+    "fitted_head": "camloc.fit:_build_fitted_head",
+}
 
 
 @dataclass(frozen=True)

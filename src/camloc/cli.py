@@ -271,6 +271,8 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
         "localization metrics (top-1/5 loc, GT-known, MaxBoxAcc(V2), PxAP)",
     ),
     ("train", "camloc.training.cli:register", "train a GAP network on image-level labels (torchrun-aware)"),
+    ("fit", "camloc.cli_fit:register", "fit a linear head on a frozen trunk's pooled features (new classes)"),
+    ("units", "camloc.units:register", "a class's most important trunk units and their top images (or one unit's)"),
 )
 
 
