@@ -102,7 +102,12 @@ def check_arch(name: str, *, size: int = 64, max_params: int = 300_000_000) -> d
     except CamlocError as e:
         return {**rec, "status": "refused", "reason": str(e)[:400], "seconds": time.perf_counter() - t0}
     except Exception as e:
-        return {**rec, "status": "error", "reason": f"{type(e).__name__}: {e}"[:400], "seconds": time.perf_counter() - t0}
+        return {
+            **rec,
+            "status": "error",
+            "reason": f"{type(e).__name__}: {e}"[:400],
+            "seconds": time.perf_counter() - t0,
+        }
     # Independent checks: the model's own logits, and the identity for every class.
     with torch.no_grad():
         f, _ = cam.resolved.run(x)
@@ -140,9 +145,7 @@ def summarize(records: list[dict[str, Any]]) -> str:
     lines = [f"{n} architectures"]
     lines += [f"  {k:12s} {v:5d}  {100 * v / max(n, 1):5.1f}%" for k, v in counts.most_common()]
     reasons = collections.Counter(
-        " ".join(r["reason"].split(":")[0 if r["status"] != "refused" else 0].split()[1:9])
-        for r in records
-        if r["status"] == "refused"
+        " ".join(r["reason"].split(":")[0].split()[1:9]) for r in records if r["status"] == "refused"
     )
     lines.append("refusal reasons (first words after the class name):")
     lines += [f"  {v:5d}  {k}" for k, v in reasons.most_common(25)]

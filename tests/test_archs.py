@@ -62,9 +62,7 @@ FAMILIES: dict[str, tuple[Callable[[], nn.Module], tuple[int, int], type, tuple[
         (2, 2),
     ),
     "timm poolformer (MetaFormer head.norm)": (
-        partial(
-            metaformer.MetaFormer, depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), use_mlp_head=False, num_classes=4
-        ),
+        partial(metaformer.MetaFormer, depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), use_mlp_head=False, num_classes=4),
         (64, 64),
         NormPoolHead,
         (2, 2),
@@ -106,7 +104,12 @@ FAMILIES: dict[str, tuple[Callable[[], nn.Module], tuple[int, int], type, tuple[
         LinearHead,
         (2, 3),
     ),
-    "timm vit global_pool='avg' (fc_norm)": (partial(_vit, img_size=(32, 48), global_pool="avg"), (32, 48), NormPoolHead, (2, 3)),
+    "timm vit global_pool='avg' (fc_norm)": (
+        partial(_vit, img_size=(32, 48), global_pool="avg"),
+        (32, 48),
+        NormPoolHead,
+        (2, 3),
+    ),
     "timm vit global_pool='avg', fc_norm=False": (
         partial(_vit, img_size=(32, 48), global_pool="avg", fc_norm=False),
         (32, 48),
@@ -126,7 +129,9 @@ FAMILIES: dict[str, tuple[Callable[[], nn.Module], tuple[int, int], type, tuple[
         (2, 2),
     ),
     "timm beit (mean pooling)": (
-        partial(timm.create_model, "beit_base_patch16_224", img_size=32, depth=1, embed_dim=16, num_heads=2, num_classes=4),
+        partial(
+            timm.create_model, "beit_base_patch16_224", img_size=32, depth=1, embed_dim=16, num_heads=2, num_classes=4
+        ),
         (32, 32),
         NormPoolHead,
         (2, 2),

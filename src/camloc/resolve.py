@@ -49,6 +49,8 @@ class ResolvedHead:
             head swapped in from outside (checked on its own identity only).
         feature_module: explicit override: the submodule whose output is the feature map (read with a temporary
             forward hook that is always removed).
+        reference: ``x -> the model's own logits`` where ``model(x)`` is not them (Keras: after softmax).
+        follows_train_flag: ``False`` when ``model.training`` does not set how ``model(x)`` runs (Keras).
     """
 
     model: nn.Module
@@ -57,6 +59,28 @@ class ResolvedHead:
     source: str
     own: bool = True
     feature_module: nn.Module | None = None
+    reference: Callable[[torch.Tensor], Any] | None = None
+    follows_train_flag: bool = True
+
+    @property
+    def in_training(self) -> bool:
+        """Whether ``model(x)`` runs in training mode now (``model.training``; always ``False`` for models whose
+        layers take the mode per call, as Keras layers do, ``follows_train_flag=False``)."""
+        return self.follows_train_flag and bool(self.model.training)
+
+    def model_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's own logits ``[N, C]`` for ``x``: ``model(x)``, or ``reference(x)`` where the model's output is
+        not its logits (Keras: probabilities after softmax). Output objects with ``.logits`` (Hugging Face) and
+        mappings with ``"logits"`` are unwrapped; anything else raises :class:`~camloc.errors.UnsupportedModelError`.
+        """
+        out = self.reference(x) if self.reference is not None else self.model(x)
+        logits = _as_logits(out)
+        if logits is None:
+            raise UnsupportedModelError(
+                f"{self.source}: model(x) returned {type(out).__name__}, not a logits tensor (nor an object with "
+                "`.logits`), so the head cannot be checked against it; pass check_identity=False to skip the check"
+            )
+        return logits
 
     @property
     def pool(self) -> Pool:
@@ -101,14 +125,14 @@ class ResolvedHead:
         captured: list[torch.Tensor] = []
         handle = self.feature_module.register_forward_hook(lambda _m, _i, out: captured.append(out))
         try:
-            logits = self.model(x)
+            logits = _as_logits(self.model(x))
         finally:
             handle.remove()
         if not captured:
             raise UnsupportedModelError(f"`features` module ({self.source}) did not run during model(x)")
         f = captured[-1]
         _check_features(f, self.source)
-        return f, logits if isinstance(logits, torch.Tensor) else None
+        return f, logits
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(features [N, K, h, w], head.logits(features) [N, C])``."""
@@ -118,6 +142,16 @@ class ResolvedHead:
 
 CamHead = ResolvedHead
 """Deprecated name of :class:`ResolvedHead`."""
+
+
+def _as_logits(out: Any) -> torch.Tensor | None:
+    """``out`` if a tensor, ``out.logits`` (Hugging Face outputs) or ``out["logits"]``; else ``None``."""
+    if isinstance(out, torch.Tensor):
+        return out
+    logits = getattr(out, "logits", None)
+    if logits is None and isinstance(out, dict):
+        logits = out.get("logits")
+    return logits if isinstance(logits, torch.Tensor) else None
 
 
 def _check_features(f: Any, source: str) -> None:
@@ -525,8 +559,12 @@ def resolve_head(
     Raises:
         UnsupportedModelError: the head is not one of camloc's head kinds, or cannot be found.
     """
+    if _from_package(model, "keras"):
+        from camloc.keras import keras_resolved
+
+        return keras_resolved(model, features=features, classifier=classifier, pool=pool)
     if not isinstance(model, nn.Module):
-        fail("model", "a torch.nn.Module", model, type_error=True)
+        fail("model", "a torch.nn.Module (or a Keras 3 model)", model, type_error=True)
     if pool is not None:
         check_choice("pool", pool, ("avg", "max"))
     if features is not None:
@@ -534,7 +572,12 @@ def resolve_head(
     swap = classifier is not None
     trunk: Features
     own: Head | None
-    if all(callable(getattr(model, a, None)) for a in ("forward_features", "forward_head", "get_classifier")):
+    if _from_package(model, "transformers"):
+        from camloc.hf import hf_parts
+
+        trunk, own, source, k = hf_parts(model, swap=swap)
+        default_pool = own.pool if own is not None else "avg"
+    elif all(callable(getattr(model, a, None)) for a in ("forward_features", "forward_head", "get_classifier")):
         trunk, own, source, k = _timm_contract(model, pool, swap)
         default_pool = pool or _safe_timm_pool(model)
     else:
@@ -559,6 +602,11 @@ def resolve_head(
             f"{head.describe()} taking {head.in_features}",
         )
     return ResolvedHead(model, trunk, head, f"{source} with classifier {head.describe()}", is_own)
+
+
+def _from_package(model: Any, package: str) -> bool:
+    """Whether ``model``'s class (or a base class) comes from ``package`` (nothing is imported to tell)."""
+    return any(c.__module__.split(".")[0] == package for c in type(model).__mro__)
 
 
 def _safe_timm_pool(model: nn.Module) -> Pool:
