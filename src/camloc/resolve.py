@@ -382,6 +382,9 @@ def _timm_contract(model: nn.Module, pool: Pool | None, swap: bool) -> tuple[Fea
     token_pool = isinstance(gp_attr, str) and not post_in_head
     if isinstance(head_mod, nn.Module) and not post_in_head:  # a head module without its own pooling module
         post += [(f"head.{key}", m) for key, m in head_mod.named_children()]
+    cam_pool = getattr(model, "cam_pool", None)  # camloc's own networks declare their pooling
+    if isinstance(cam_pool, str):
+        pool_type = cam_pool
     if layout is None:
         fmt = getattr(model, "output_fmt", None)
         layout = fmt if fmt in ("NCHW", "NHWC") else None
@@ -615,4 +618,5 @@ def _safe_timm_pool(model: nn.Module) -> Pool:
     gp = getattr(head_mod, "global_pool", None) if isinstance(head_mod, nn.Module) else None
     gp = gp if gp is not None else getattr(model, "global_pool", None)
     t = gp if isinstance(gp, str) else getattr(gp, "pool_type", None)
+    t = getattr(model, "cam_pool", None) or t
     return "max" if t == "max" else "avg"
