@@ -70,7 +70,12 @@ def _declared() -> dict[str, str]:
     tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
     root = SRC.parent.parent
-    deps = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
+    project = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    deps = list(project["dependencies"])
+    # Optional integrations import their package lazily, inside the module that needs it, and declare it as an
+    # extra whose name is the module's (camloc.keras -> camloc[keras], camloc.hf -> camloc[hf]).
+    extras = project.get("optional-dependencies", {})
+    deps += [d for key in ("hf", "keras") for d in extras.get(key, [])]
     out = {}
     for d in deps:
         name = re.split(r"[<>=!~ \[;]", d, maxsplit=1)[0]
