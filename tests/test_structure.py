@@ -71,8 +71,11 @@ def _declared() -> dict[str, str]:
 
     root = SRC.parent.parent
     project = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    # core dependencies, and the `fit` extra (scikit-learn, imported lazily by camloc.fit with an install hint)
-    deps = project["dependencies"] + project["optional-dependencies"]["fit"]
+    deps = list(project["dependencies"])
+    # Optional integrations import their package lazily, inside the module that needs it, and declare it as an
+    # extra (camloc.keras -> camloc[keras], camloc.hf -> camloc[hf], camloc.fit -> camloc[fit]).
+    extras = project.get("optional-dependencies", {})
+    deps += [d for key in ("fit", "hf", "keras") for d in extras.get(key, [])]
     out = {}
     for d in deps:
         name = re.split(r"[<>=!~ \[;]", d, maxsplit=1)[0]

@@ -12,7 +12,6 @@ from torch import nn
 
 from camloc._checks import check_number, check_tensor, fail
 from camloc.cam import normalize_maps, topk_classes, upsample_maps
-from camloc.errors import UnsupportedModelError
 from camloc.heads import Head, check_head
 from camloc.resolve import ResolvedHead, resolve_head
 
@@ -140,7 +139,7 @@ class CAM:
                 f"{self.head.describe()} taking {k}",
             )
         logits = self.head.logits(feats)
-        if not self._verified and (not self.resolved.own or not self.model.training):
+        if not self._verified and (not self.resolved.own or not self.resolved.in_training):
             self._check_identity(x, feats, model_logits)
         return feats, logits
 
@@ -178,13 +177,7 @@ class CAM:
                     ref = model_logits[:1]
                 else:
                     x1 = x[:1]
-                    out = self.model(x1)
-                    if not isinstance(out, torch.Tensor):
-                        raise UnsupportedModelError(
-                            f"{self.resolved.source}: model(x) returned {type(out).__name__}, not a logits tensor, "
-                            "so the head cannot be checked against it; pass check_identity=False to skip the check"
-                        )
-                    ref = out
+                    ref = self.resolved.model_logits(x1)  # model(x), unwrapping output objects (`.logits`)
                     if feats.shape[0] > 1:  # same batch size as model(x1): the same kernels, the same bits
                         f1, _ = self.resolved.run(x1)
             check_head(self.head, f1, model_logits=ref, source=self.resolved.source)

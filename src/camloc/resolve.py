@@ -21,14 +21,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from camloc._checks import check_choice, fail
 from camloc.errors import UnsupportedModelError
-from camloc.heads import Head, LinearHead, Pool, ReluConvHead, SklearnHead, _linear_module
+from camloc.heads import Head, LinearHead, NormPoolHead, Pool, ReluConvHead, SklearnHead, _linear_module
 
 __all__ = ["CamHead", "ResolvedHead", "resolve_head"]
 
@@ -49,6 +49,8 @@ class ResolvedHead:
             head swapped in from outside (checked on its own identity only).
         feature_module: explicit override: the submodule whose output is the feature map (read with a temporary
             forward hook that is always removed).
+        reference: ``x -> the model's own logits`` where ``model(x)`` is not them (Keras: after softmax).
+        follows_train_flag: ``False`` when ``model.training`` does not set how ``model(x)`` runs (Keras).
     """
 
     model: nn.Module
@@ -57,6 +59,28 @@ class ResolvedHead:
     source: str
     own: bool = True
     feature_module: nn.Module | None = None
+    reference: Callable[[torch.Tensor], Any] | None = None
+    follows_train_flag: bool = True
+
+    @property
+    def in_training(self) -> bool:
+        """Whether ``model(x)`` runs in training mode now (``model.training``; always ``False`` for models whose
+        layers take the mode per call, as Keras layers do, ``follows_train_flag=False``)."""
+        return self.follows_train_flag and bool(self.model.training)
+
+    def model_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's own logits ``[N, C]`` for ``x``: ``model(x)``, or ``reference(x)`` where the model's output is
+        not its logits (Keras: probabilities after softmax). Output objects with ``.logits`` (Hugging Face) and
+        mappings with ``"logits"`` are unwrapped; anything else raises :class:`~camloc.errors.UnsupportedModelError`.
+        """
+        out = self.reference(x) if self.reference is not None else self.model(x)
+        logits = _as_logits(out)
+        if logits is None:
+            raise UnsupportedModelError(
+                f"{self.source}: model(x) returned {type(out).__name__}, not a logits tensor (nor an object with "
+                "`.logits`), so the head cannot be checked against it; pass check_identity=False to skip the check"
+            )
+        return logits
 
     @property
     def pool(self) -> Pool:
@@ -101,14 +125,14 @@ class ResolvedHead:
         captured: list[torch.Tensor] = []
         handle = self.feature_module.register_forward_hook(lambda _m, _i, out: captured.append(out))
         try:
-            logits = self.model(x)
+            logits = _as_logits(self.model(x))
         finally:
             handle.remove()
         if not captured:
             raise UnsupportedModelError(f"`features` module ({self.source}) did not run during model(x)")
         f = captured[-1]
         _check_features(f, self.source)
-        return f, logits if isinstance(logits, torch.Tensor) else None
+        return f, logits
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(features [N, K, h, w], head.logits(features) [N, C])``."""
@@ -118,6 +142,16 @@ class ResolvedHead:
 
 CamHead = ResolvedHead
 """Deprecated name of :class:`ResolvedHead`."""
+
+
+def _as_logits(out: Any) -> torch.Tensor | None:
+    """``out`` if a tensor, ``out.logits`` (Hugging Face outputs) or ``out["logits"]``; else ``None``."""
+    if isinstance(out, torch.Tensor):
+        return out
+    logits = getattr(out, "logits", None)
+    if logits is None and isinstance(out, dict):
+        logits = out.get("logits")
+    return logits if isinstance(logits, torch.Tensor) else None
 
 
 def _check_features(f: Any, source: str) -> None:
@@ -186,86 +220,247 @@ def _explicit(
 
 _POST_POOL_OK = (nn.Identity, nn.Dropout, nn.Flatten)
 
+ALTERNATIVES = (
+    "Alternatives: a GAP head on the same trunk (`camloc train --arch timm:NAME`, the paper's -GAP recipe), a "
+    "linear head fitted on its pooled features (`camloc fit`, or CAM(model, classifier=...)), or an approximate "
+    "map method."
+)
+"""What every refusal of a head without an exact CAM suggests instead."""
+
+
+def _arch(model: nn.Module) -> str:
+    """timm's architecture name of ``model`` (its class name when timm did not record one)."""
+    cfg = getattr(model, "pretrained_cfg", None)
+    arch = cfg.get("architecture") if isinstance(cfg, dict) else None
+    return arch if isinstance(arch, str) else type(model).__name__
+
 
 def _is_pass_through(mod: nn.Module) -> bool:
     # Parameter-free activations/normalisations are *not* pass-throughs; only empty containers are.
-    return isinstance(mod, nn.Sequential) and len(mod) == 0
+    return isinstance(mod, _POST_POOL_OK) or (isinstance(mod, nn.Sequential) and len(mod) == 0)
 
 
-def _timm_pool(model: nn.Module, gp: nn.Module | None, pool: Pool | None) -> Pool:
-    t = getattr(gp, "pool_type", None) if gp is not None else None
-    pool_type = pool or getattr(model, "cam_pool", None) or (t if isinstance(t, str) else None)
+def _pool_kind(model_name: str, pool_type: str | None, pool: Pool | None) -> Pool:
+    pool_type = pool or pool_type
     if pool_type in ("avg", "fast", "avgavg") or pool_type is None:
         return "avg"  # None: verified against model(x) by camloc.CAM's identity check
     if pool_type == "max":
         return "max"
+    if pool_type == "token":
+        raise UnsupportedModelError(
+            f"{model_name} classifies its class token (global_pool='token'): the logit reaches the patch tokens only "
+            "through attention, so it has no exact spatial decomposition. Create it with global_pool='avg' "
+            "(timm.create_model(name, global_pool='avg'): the map then lives on the patch grid) and fine-tune the "
+            "head, or fit a linear head on its average-pooled patch tokens (`camloc fit`); or use an approximate "
+            "map method."
+        )
+    if pool_type == "map":
+        raise UnsupportedModelError(
+            f"{model_name} pools with attention (global_pool='map'): the weights of the tokens depend on the image "
+            "through a learned query, so the logit has no exact spatial decomposition. Create it with "
+            "global_pool='avg' and fine-tune the head, or use an approximate map method."
+        )
     raise UnsupportedModelError(
-        f"{type(model).__name__} pools with {pool_type!r}; CAM is defined for global average ('avg') or max "
-        "('max') pooling"
+        f"{model_name} pools with {pool_type!r}; CAM is defined for global average ('avg') or max ('max') pooling"
     )
 
 
+Layout = Literal["NCHW", "NHWC"]
+
+
+@dataclass(frozen=True)
+class _TimmTrunk:
+    """``x -> forward_features(x)`` in camloc's layout ``[N, K, h, w]``.
+
+    timm models return NCHW maps (CNNs), NHWC maps (Swin, MambaOut, ... : ``output_fmt == 'NHWC'``) or
+    ``[N, L, K]`` tokens (ViT/DeiT/BEiT/Eva, MLP-Mixer, ResMLP): the first ``prefix`` tokens (class, register and
+    distillation tokens) are dropped, as the model's average pooling drops them, and the ``h * w`` patch tokens,
+    which timm orders row-major on the patch grid, are reshaped to ``[N, K, h, w]`` (``h = H / stride``).
+    """
+
+    model: nn.Module
+    channels: int
+    layout: Layout | None
+    prefix: int
+    stride: int | None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.model.forward_features(x)  # type: ignore[operator]
+        if not isinstance(f, torch.Tensor):
+            raise UnsupportedModelError(
+                f"{type(self.model).__name__}.forward_features returned {type(f).__name__}, not a feature tensor"
+            )
+        k = self.channels
+        if f.ndim == 4:
+            nhwc = self.layout == "NHWC" or (self.layout is None and f.shape[1] != k and f.shape[-1] == k)
+            return f.permute(0, 3, 1, 2) if nhwc else f
+        if f.ndim == 3 and f.shape[-1] == k:
+            return _tokens_to_grid(f[:, self.prefix :], x.shape[-2:], self.stride, type(self.model).__name__)
+        raise UnsupportedModelError(
+            f"{type(self.model).__name__}.forward_features gave {tuple(f.shape)}: not a spatial map [N, {k}, h, w], "
+            f"[N, h, w, {k}] or tokens [N, L, {k}], so there is no class activation map"
+        )
+
+
+def _tokens_to_grid(t: torch.Tensor, size: Any, stride: int | None, name: str) -> torch.Tensor:
+    """Row-major patch tokens ``[N, h*w, K]`` -> ``[N, K, h, w]`` for an input of ``size = (H, W)``."""
+    n, length, k = t.shape
+    big_h, big_w = int(size[0]), int(size[1])
+    grids = []
+    if stride:
+        grids = [(big_h // stride, big_w // stride), (-(-big_h // stride), -(-big_w // stride))]
+    side = round(length**0.5)
+    if big_h == big_w and side * side == length:
+        grids.append((side, side))
+    for h, w in grids:
+        if h * w == length:
+            return t.reshape(n, h, w, k).permute(0, 3, 1, 2)
+    raise UnsupportedModelError(
+        f"{name}: cannot place its {length} pooled tokens on the patch grid of a {big_h}x{big_w} input "
+        f"(stride {stride}); class activation maps need the tokens' grid"
+    )
+
+
+def _model_stride(model: nn.Module) -> int | None:
+    info = getattr(model, "feature_info", None)
+    try:
+        r = info[-1]["reduction"] if isinstance(info, list) and info else None  # type: ignore[index]
+    except (KeyError, TypeError):
+        r = None
+    if isinstance(r, int) and r > 0:
+        return r
+    pe = getattr(model, "patch_embed", None) or getattr(model, "stem", None)
+    ps = getattr(pe, "patch_size", None)
+    if isinstance(ps, tuple | list) and ps and len(set(ps)) == 1:
+        ps = ps[0]
+    return ps if isinstance(ps, int) else None
+
+
+def _norm_kind(mod: nn.Module, k: int | None) -> bool:
+    """A LayerNorm over ``k`` channels (``nn.LayerNorm`` and its subclasses: timm's LayerNorm/LayerNorm2d)."""
+    return isinstance(mod, nn.LayerNorm) and (k is None or tuple(mod.normalized_shape) == (k,))
+
+
 def _timm_contract(model: nn.Module, pool: Pool | None, swap: bool) -> tuple[Features, Head | None, str, int | None]:
+    """Trunk and head of a model following timm's contract; module docstring of :mod:`camloc.resolve`.
+
+    Between the pooling and the classifier only pass-throughs and at most one LayerNorm over the channels are
+    allowed (the LayerNorm gives a :class:`~camloc.heads.NormPoolHead`); the features may be NCHW, NHWC or tokens.
+    """
     name = type(model).__name__
     source = f"{name} (forward_features/forward_head contract)"
     children = dict(model.named_children())
     head_mod = children.get("head")
-    gp = children.get("global_pool")
-    if isinstance(head_mod, nn.Module):
-        gp = getattr(head_mod, "global_pool", gp)
+    gp_attr = getattr(model, "global_pool", None)
+    # Where the pooling is, what runs after it, and the features' layout.
+    post: list[tuple[str, nn.Module]] = []
+    layout: Layout | None = None
+    pool_type: str | None = None
+    post_in_head = isinstance(head_mod, nn.Module) and isinstance(getattr(head_mod, "global_pool", None), nn.Module)
+    if post_in_head:
+        assert isinstance(head_mod, nn.Module)
+        gp = head_mod.global_pool
+        pool_type = getattr(gp, "pool_type", None)
+        post = [(f"head.{key}", m) for key, m in head_mod.named_children() if key != "global_pool"]
+        fmt = getattr(head_mod, "input_fmt", None)
+        layout = fmt if fmt in ("NCHW", "NHWC") else None
+    elif isinstance(gp_attr, str):  # token models: ViT/DeiT/BEiT/Eva, MLP-Mixer, ResMLP (pool in forward_head)
+        pool_type = gp_attr
+        if getattr(model, "attn_pool", None) is not None:
+            pool_type = "map"
+        if getattr(model, "pool_include_prefix", False) and int(getattr(model, "num_prefix_tokens", 0) or 0):
+            raise UnsupportedModelError(
+                f"{name} averages its class/register tokens together with the patch tokens (pool_include_prefix): "
+                "those tokens have no place on the patch grid, so the map would not sum to the logit. " + ALTERNATIVES
+            )
+        post = [(key, children[key]) for key in ("fc_norm", "head_drop", "pre_logits") if key in children]
+    elif isinstance(gp_attr, nn.Module):
+        pool_type = getattr(gp_attr, "pool_type", None)
+        keys = list(children)
+        if "global_pool" in keys:
+            post = [(key, children[key]) for key in keys[keys.index("global_pool") + 1 :]]
+    token_pool = isinstance(gp_attr, str) and not post_in_head
+    if isinstance(head_mod, nn.Module) and not post_in_head:  # a head module without its own pooling module
+        post += [(f"head.{key}", m) for key, m in head_mod.named_children()]
+    cam_pool = getattr(model, "cam_pool", None)  # camloc's own networks declare their pooling
+    if isinstance(cam_pool, str):
+        pool_type = cam_pool
+    if layout is None:
+        fmt = getattr(model, "output_fmt", None)
+        layout = fmt if fmt in ("NCHW", "NHWC") else None
     k = getattr(model, "num_features", None)
     k = k if isinstance(k, int) else None
-    feats: Features = model.forward_features  # type: ignore[assignment]
+    prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
     if swap:  # the model's own head is not used: only the trunk matters
-        return feats, None, source, k
+        return _TimmTrunk(model, k or -1, layout, prefix, _model_stride(model)), None, source, k
     clf = model.get_classifier()  # type: ignore[operator]
     if isinstance(clf, tuple | list):
-        raise UnsupportedModelError(f"{name} has several classifiers (distillation heads); CAM needs exactly one")
+        raise UnsupportedModelError(
+            f"{name} has several classifiers (a distillation head: the logit averages the class-token head and the "
+            "distillation-token head, neither of which pools the patch tokens), so there is no exact map. Use the "
+            "non-distilled model created with global_pool='avg', or fit a linear head on its pooled patch tokens "
+            "(`camloc fit`)."
+        )
     if isinstance(clf, nn.Identity) or clf is None:
         raise UnsupportedModelError(f"{name} has no classifier (created with num_classes=0); CAM needs one")
+    if not isinstance(clf, nn.Linear | nn.Conv2d):
+        raise UnsupportedModelError(
+            f"{name}'s classifier is {type(clf).__name__}, not nn.Linear / a 1x1 nn.Conv2d (a hidden layer or a "
+            "normalisation inside the classifier), so a class activation map is not defined. "
+            + ALTERNATIVES.replace("NAME", _arch(model))
+        )
     clf = _linear_module(clf)
-    # Modules between global pooling and the classifier must be parameter-free pass-throughs.
+    kind = _pool_kind(name, pool_type if isinstance(pool_type, str) else None, pool)
+    kin = int(clf.weight.shape[1])
+    norm: nn.Module | None = None
     suspicious: list[str] = []
-    if "global_pool" in children:
-        after = list(children)[list(children).index("global_pool") + 1 :]
-        for key in after:
-            mod = children[key]
-            if mod is clf or isinstance(mod, _POST_POOL_OK) or _is_pass_through(mod):
-                continue
-            suspicious.append(f"{key} ({type(mod).__name__})")
-    if isinstance(head_mod, nn.Module) and head_mod is not clf:
-        for key, mod in head_mod.named_children():
-            if mod is clf or key == "global_pool" or isinstance(mod, _POST_POOL_OK) or _is_pass_through(mod):
-                continue
-            suspicious.append(f"head.{key} ({type(mod).__name__})")
+    for key, mod in post:
+        if mod is clf or _is_pass_through(mod):
+            continue
+        if norm is None and _norm_kind(mod, kin) and kind == "avg":
+            norm = mod
+            continue
+        suspicious.append(f"{key} ({type(mod).__name__})")
     pre = children.get("pre_logits")
-    if isinstance(pre, nn.Module) and any(True for _ in pre.parameters()):
+    if isinstance(pre, nn.Module) and any(True for _ in pre.parameters()) and not any(m is pre for _, m in post):
         suspicious.append(f"pre_logits ({type(pre).__name__})")
     if suspicious:
         raise UnsupportedModelError(
-            f"{name}'s head is not pooling -> linear: found {', '.join(suspicious)} between the features and the "
-            "classifier, so a class activation map is not defined. Use a model whose classifier follows global "
-            "pooling directly (e.g. resnet, efficientnet, densenet, regnet), or give it a GAP head with "
-            "camloc's gap_head / `camloc train --arch timm:NAME`."
+            f"{name}'s head is not pooling -> [LayerNorm ->] linear: found {', '.join(suspicious)} between the "
+            "features and the classifier (a hidden fully-connected layer or another nonlinearity), so a class "
+            "activation map is not defined. " + ALTERNATIVES.replace("NAME", _arch(model))
         )
-    head = LinearHead(clf, pool=_timm_pool(model, gp, pool))
-    return feats, head, source, head.in_features
+    if k is not None and kin != k:
+        raise UnsupportedModelError(
+            f"{name}'s classifier takes {kin} features but its trunk gives {k}: a hidden fully-connected layer "
+            "sits between the pooled features and the classifier, so a class activation map is not defined. "
+            + ALTERNATIVES.replace("NAME", _arch(model))
+        )
+    head: Head = LinearHead(clf, pool=kind) if norm is None else NormPoolHead(norm, clf)
+    trunk = _TimmTrunk(model, kin, layout, prefix, _model_stride(model))
+    what = ", NHWC features" if layout == "NHWC" else ""
+    if token_pool:
+        what = f", {prefix} prefix tokens dropped, patch tokens on the grid" if prefix else ", tokens on the grid"
+    return trunk, head, source + what, head.in_features
 
 
 # --------------------------------------------------------------------------------------------- torchvision
 
 _TV_REFUSED = {
     "VGG": "its classifier is a stack of fully-connected layers after 7x7 pooling; use camloc's 'vgg16_gap' "
-    "(the paper's VGG16-GAP), trained or fine-tuned with `camloc train`",
+    "(the paper's VGG16-GAP), trained or fine-tuned with `camloc train`, or fit a linear head on its pooled "
+    "features (`camloc fit`)",
     "AlexNet": "its classifier is a stack of fully-connected layers; use camloc's 'alexnet_gap' (the paper's "
-    "AlexNet-GAP), trained or fine-tuned with `camloc train`",
+    "AlexNet-GAP), trained or fine-tuned with `camloc train`, or fit a linear head on its pooled features "
+    "(`camloc fit`)",
     "MobileNetV3": "its head has a hidden fully-connected layer (Linear -> Hardswish) after pooling; use "
-    "mobilenet_v2 or efficientnet, or a GAP head via `camloc train --arch torchvision:mobilenet_v3_large`",
-    "ConvNeXt": "it applies LayerNorm after pooling, so the logit is not linear in the pooled features; give "
-    "it a GAP head via `camloc train --arch torchvision:convnext_tiny`",
-    "VisionTransformer": "it has no spatial feature map (token-based transformer)",
-    "SwinTransformer": "it applies LayerNorm after its last stage and pools tokens; not a GAP head",
-    "MaxVit": "its head has LayerNorm and a hidden layer after pooling",
+    "mobilenet_v2 or efficientnet, a GAP head via `camloc train --arch torchvision:mobilenet_v3_large`, or a "
+    "linear head fitted on its pooled features (`camloc fit`)",
+    "VisionTransformer": "it classifies its class token, which reaches the patch tokens only through attention, "
+    "so the logit has no exact spatial decomposition; use timm's ViT created with global_pool='avg', fit a linear "
+    "head on its pooled patch tokens (`camloc fit`), or an approximate map method",
+    "MaxVit": "its head has a hidden layer (LayerNorm -> Linear -> Tanh) after pooling; fit a linear head on its "
+    "pooled features (`camloc fit`) or use an approximate map method",
 }
 
 
@@ -320,6 +515,14 @@ def _torchvision(model: nn.Module) -> tuple[Features, Head, str] | None:
             m.Mixed_6e, m.Mixed_7a, m.Mixed_7b, m.Mixed_7c,
         )  # fmt: skip
         return (lambda x: seq(m._transform_input(x))), LinearHead(m.fc), "torchvision inception_v3"
+    if isinstance(model, tvm.ConvNeXt):
+        # avgpool -> classifier = LayerNorm2d -> Flatten -> Linear: LayerNorm after pooling.
+        head = NormPoolHead(m.classifier[0], m.classifier[2])
+        return m.features, head, "torchvision convnext (avg-pool -> LayerNorm -> linear)"
+    if isinstance(model, tvm.SwinTransformer):
+        # features -> norm (per token, NHWC) -> permute to NCHW -> avgpool -> flatten -> head: tokens normed, then
+        # averaged; the trunk ends at the permute.
+        return (lambda x: m.permute(m.norm(m.features(x)))), LinearHead(m.head), "torchvision swin (normed tokens)"
     if isinstance(model, tvm.SqueezeNet):
         # classifier = Dropout -> Conv2d(512, C, 1) -> ReLU -> AdaptiveAvgPool2d(1); the conv runs before pooling.
         return m.features, ReluConvHead(m.classifier[1]), "torchvision squeezenet (1x1 conv + ReLU before pooling)"
@@ -359,8 +562,12 @@ def resolve_head(
     Raises:
         UnsupportedModelError: the head is not one of camloc's head kinds, or cannot be found.
     """
+    if _from_package(model, "keras"):
+        from camloc.keras import keras_resolved
+
+        return keras_resolved(model, features=features, classifier=classifier, pool=pool)
     if not isinstance(model, nn.Module):
-        fail("model", "a torch.nn.Module", model, type_error=True)
+        fail("model", "a torch.nn.Module (or a Keras 3 model)", model, type_error=True)
     if pool is not None:
         check_choice("pool", pool, ("avg", "max"))
     if features is not None:
@@ -368,7 +575,12 @@ def resolve_head(
     swap = classifier is not None
     trunk: Features
     own: Head | None
-    if all(callable(getattr(model, a, None)) for a in ("forward_features", "forward_head", "get_classifier")):
+    if _from_package(model, "transformers"):
+        from camloc.hf import hf_parts
+
+        trunk, own, source, k = hf_parts(model, swap=swap)
+        default_pool = own.pool if own is not None else "avg"
+    elif all(callable(getattr(model, a, None)) for a in ("forward_features", "forward_head", "get_classifier")):
         trunk, own, source, k = _timm_contract(model, pool, swap)
         default_pool = pool or _safe_timm_pool(model)
     else:
@@ -395,13 +607,16 @@ def resolve_head(
     return ResolvedHead(model, trunk, head, f"{source} with classifier {head.describe()}", is_own)
 
 
+def _from_package(model: Any, package: str) -> bool:
+    """Whether ``model``'s class (or a base class) comes from ``package`` (nothing is imported to tell)."""
+    return any(c.__module__.split(".")[0] == package for c in type(model).__mro__)
+
+
 def _safe_timm_pool(model: nn.Module) -> Pool:
-    children = dict(model.named_children())
-    gp = children.get("global_pool")
-    head_mod = children.get("head")
-    if isinstance(head_mod, nn.Module):
-        gp = getattr(head_mod, "global_pool", gp)
-    try:
-        return _timm_pool(model, gp, None)
-    except UnsupportedModelError:
-        return "avg"
+    """The model's own pooling where it is avg or max, else ``"avg"`` (the default for a swapped head)."""
+    head_mod = getattr(model, "head", None)
+    gp = getattr(head_mod, "global_pool", None) if isinstance(head_mod, nn.Module) else None
+    gp = gp if gp is not None else getattr(model, "global_pool", None)
+    t = gp if isinstance(gp, str) else getattr(gp, "pool_type", None)
+    t = getattr(model, "cam_pool", None) or t
+    return "max" if t == "max" else "avg"
