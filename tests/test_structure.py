@@ -71,8 +71,10 @@ def _declared() -> dict[str, str]:
 
     root = SRC.parent.parent
     project = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    # core dependencies, and the `fit` extra (scikit-learn, imported lazily by camloc.fit with an install hint)
-    deps = project["dependencies"] + project["optional-dependencies"]["fit"]
+    # core dependencies, the `fit` extra (scikit-learn, imported lazily by camloc.fit with an install hint) and the
+    # `serve` extra (fastapi, uvicorn: imported only by camloc.serve.app / camloc serve, with an install hint)
+    extras = project["optional-dependencies"]
+    deps = project["dependencies"] + extras["fit"] + extras["serve"]
     out = {}
     for d in deps:
         name = re.split(r"[<>=!~ \[;]", d, maxsplit=1)[0]

@@ -163,16 +163,13 @@ def create_app(
         return await asyncio.get_running_loop().run_in_executor(pool, functools.partial(fn, *args, **kwargs))
 
     # ------------------------------------------------------------------------------------------ errors
-    @app.exception_handler(HTTPException)
-    async def _http_error(_r: Request, e: HTTPException) -> JSONResponse:
-        from starlette.exceptions import HTTPException as StarletteHTTPException
+    async def _http_error(_r: Request, e: Exception) -> JSONResponse:
+        status = int(getattr(e, "status_code", 500))
+        return JSONResponse({"error": str(getattr(e, "detail", e))}, status_code=status)
 
-        assert isinstance(e, StarletteHTTPException)
-        return JSONResponse({"error": str(e.detail)}, status_code=e.status_code)
-
-    from starlette.exceptions import HTTPException as StarletteHTTPException
-
-    app.add_exception_handler(StarletteHTTPException, _http_error)  # 404/405 of unknown routes too
+    app.add_exception_handler(HTTPException, _http_error)
+    for status in (404, 405):  # the router's own (Starlette) HTTPExceptions: unknown routes and methods
+        app.add_exception_handler(status, _http_error)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_r: Request, e: RequestValidationError) -> JSONResponse:
@@ -256,7 +253,7 @@ def create_app(
         digest: str,
         class_idx: int,
         format: Literal["json", "npy", "png"] = Query("json"),
-        model: str | None = Query(None),
+        model: str | None = Query(None, description="a served model (default: the first)"),
     ) -> Response:
         """The raw map of any class of a recent upload (``digest`` = the ``hash`` from ``/api/explain``)."""
         cm = await in_pool(engine.class_map, digest, class_idx, model=model)

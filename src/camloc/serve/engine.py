@@ -141,7 +141,9 @@ def parse_classes(value: str | Sequence[int | str] | None, categories: Sequence[
     """``"3,cat,7"`` or ``[3, "cat"]`` -> class indices (names match case-insensitively); None or "" -> None."""
     if value is None:
         return None
-    items: list[int | str] = [s.strip() for s in value.split(",") if s.strip()] if isinstance(value, str) else list(value)
+    items: list[int | str] = (
+        [s.strip() for s in value.split(",") if s.strip()] if isinstance(value, str) else list(value)
+    )
     if not items:
         return None
     by_name = {n.lower(): i for i, n in enumerate(categories)}
@@ -224,6 +226,11 @@ class Engine:
         """Load every model now (e.g. before the server starts listening, so a bad spec fails early)."""
         for name in self.sources:
             self._get(name)
+
+    def get_model(self, model: str | None = None) -> tuple[Any, Any]:
+        """``(model, info)`` of a served model, loading it on first use."""
+        m = self._get(self.model_name(model))
+        return m.model, m.info
 
     def categories(self, model: str | None = None) -> tuple[str, ...]:
         return tuple(self._get(self.model_name(model)).info.categories)
