@@ -276,7 +276,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     (
         "serve",
         "camloc.serve.cli:register",
-        "a local web app and JSON API: drop a photo, see its classes, maps and boxes",
+        "a local web app and JSON API: drop photos, see their classes, maps and boxes",
     ),
 )
 

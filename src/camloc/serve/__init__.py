@@ -1,4 +1,4 @@
-"""``camloc serve``: a local web app and JSON API for explaining photos (FastAPI + uvicorn, ``pip install camloc[serve]``).
+"""``camloc serve``: a local web app and JSON API for explaining photos (``pip install camloc[serve]``).
 
 * :mod:`camloc.serve.engine` — models loaded once per name, one upload -> the ``results.jsonl`` object, a bounded
   LRU cache of recent uploads' features (by content hash) so the map of any class comes without a new forward.

@@ -33,7 +33,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from camloc import __version__
 from camloc._checks import check_number
@@ -214,7 +214,9 @@ def create_app(
         }
 
     @app.get("/api/classes")
-    async def classes(model: str | None = Query(None, description="a served model (default: the first)")) -> dict:
+    async def classes(
+        model: Annotated[str | None, Query(description="a served model (default: the first)")] = None,
+    ) -> dict:
         """The class names of a model, index order."""
         name = engine.model_name(model)
         cats = await in_pool(engine.categories, name)
@@ -222,12 +224,14 @@ def create_app(
 
     @app.post("/api/explain")
     async def explain(
-        file: UploadFile = File(..., description="the photo (any format PIL reads)"),
-        model: str | None = Form(None, description="a served model (default: the first)"),
-        topk: int = Form(5, ge=1, description="how many top classes"),
-        threshold: float = Form(0.2, ge=0.0, le=1.0, description="box threshold, fraction of each map's max"),
-        classes: str | None = Form(None, description="comma-separated class indices or names (replaces top-k)"),
-        method: str = Form("cam", description=f"one of {list(METHODS)}"),
+        file: Annotated[UploadFile, File(description="the photo (any format PIL reads)")],
+        model: Annotated[str | None, Form(description="a served model (default: the first)")] = None,
+        topk: Annotated[int, Form(ge=1, description="how many top classes")] = 5,
+        threshold: Annotated[float, Form(ge=0.0, le=1.0, description="box threshold, fraction of the map's max")] = 0.2,
+        classes: Annotated[
+            str | None, Form(description="comma-separated class indices or names (replaces top-k)")
+        ] = None,
+        method: Annotated[str, Form(description=f"one of {list(METHODS)}")] = "cam",
     ) -> dict[str, Any]:
         """Explain one photo: top-k classes (or ``classes``) with boxes in original pixels and an overlay."""
         if method not in METHODS:
@@ -252,8 +256,10 @@ def create_app(
     async def class_map(
         digest: str,
         class_idx: int,
-        format: Literal["json", "npy", "png"] = Query("json"),
-        model: str | None = Query(None, description="a served model (default: the first)"),
+        format: Annotated[
+            Literal["json", "npy", "png"], Query(description="raw map as JSON, .npy or grey PNG")
+        ] = "json",
+        model: Annotated[str | None, Query(description="a served model (default: the first)")] = None,
     ) -> Response:
         """The raw map of any class of a recent upload (``digest`` = the ``hash`` from ``/api/explain``)."""
         cm = await in_pool(engine.class_map, digest, class_idx, model=model)
