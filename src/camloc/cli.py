@@ -273,6 +273,11 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("train", "camloc.training.cli:register", "train a GAP network on image-level labels (torchrun-aware)"),
     ("fit", "camloc.cli_fit:register", "fit a linear head on a frozen trunk's pooled features (new classes)"),
     ("units", "camloc.units:register", "a class's most important trunk units and their top images (or one unit's)"),
+    (
+        "serve",
+        "camloc.serve.cli:register",
+        "a local web app and JSON API: drop photos, see their classes, maps and boxes",
+    ),
 )
 
 
