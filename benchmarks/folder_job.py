@@ -273,6 +273,7 @@ def bench_set(name: str, folder: Path, tmp: Path, *, model_name: str, rounds: in
             wall, c = run_job(j, folder, out, model_name)
             times[j].append(wall)
             cpu[j].append(c)
+            print(f"    {j}: {wall:.2f} s, {c:.1f} CPU s", flush=True)
             shutil.rmtree(out, ignore_errors=True)
         done = ", ".join(f"{j} {times[j][-1]:.2f} s ({cpu[j][-1]:.1f} CPU s)" for j in jobs)
         print(f"  [{name}] round {r + 1}: {done}", flush=True)

@@ -197,13 +197,24 @@ def colorize(map: Any, *, cmap: str = "jet") -> np.ndarray:
     :data:`CMAPS`). With "jet", 0 is dark blue (0, 0, 128) and 1 is dark red (128, 0, 0).
     """
     check_choice("cmap", cmap, tuple(CMAPS))
-    m = _to_float_array("map", map, 2)
-    u8 = np.rint(m * 255.0).astype(np.uint8)
+    return _colorize(_to_float_array("map", map, 2), cmap)
+
+
+@lru_cache(maxsize=16)
+def _rgb_table(cmap: str) -> np.ndarray:
+    """OpenCV's colour table for ``cmap`` (not "gray") in RGB order, ``uint8 (256, 1, 3)``, for ``applyColorMap``."""
     code = CMAPS[cmap]
-    if code is None:
-        return np.repeat(u8[:, :, None], 3, axis=2)
-    bgr = cv2.applyColorMap(u8, code)
+    assert code is not None
+    bgr = cv2.applyColorMap(np.arange(256, dtype=np.uint8).reshape(256, 1), code)
     return np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+def _colorize(m: np.ndarray, cmap: str) -> np.ndarray:
+    """:func:`colorize` of a checked float32 map in [0, 1]."""
+    u8 = np.rint(m * 255.0).astype(np.uint8)
+    if CMAPS[cmap] is None:
+        return np.repeat(u8[:, :, None], 3, axis=2)
+    return cv2.applyColorMap(u8, _rgb_table(cmap))  # the table is RGB already: no channel swap afterwards
 
 
 def _resize_map(m: np.ndarray, w: int, h: int) -> np.ndarray:
@@ -242,7 +253,7 @@ def overlay(
     img, _, _ = _fit(_to_rgb_array("image", image), max_side)
     m = _to_float_array("map", map, 2)
     h, w = img.shape[:2]
-    heat = colorize(_resize_map(m, w, h), cmap=cmap)
+    heat = _colorize(_resize_map(m, w, h), cmap)
     return _blend(img, heat, float(alpha))
 
 
@@ -428,7 +439,10 @@ def image_grid(
     out_h = rows * (cell_h + cap_h) + (rows + 1) * pad
     out_w = cols * cell_w + (cols + 1) * pad
     out = np.empty((out_h, out_w, 3), np.uint8)
-    out[:] = bg
+    if bg[0] == bg[1] == bg[2]:
+        out.fill(bg[0])  # a plain memset, much faster than broadcasting the colour
+    else:
+        out[:] = bg
     for k, a in enumerate(arrs):
         r, c = divmod(k, cols)
         top = pad + r * (cell_h + cap_h + pad)
@@ -502,7 +516,7 @@ def topk_panel(
     lw = _default_width(th, tw)
     for i in range(k):
         # overlay() + draw_boxes() of one tile, without re-checking the inputs checked above
-        ov = _blend(tile, colorize(_resize_map(m[i], tw, th), cmap=cmap), float(alpha))
+        ov = _blend(tile, _colorize(_resize_map(m[i], tw, th), cmap), float(alpha))
         x0, y0, x1, y1 = (float(v) for v in b[i] * np.array([sx, sy, sx, sy]))
         c0, r0 = max(math.floor(x0 + 0.5), 0), max(math.floor(y0 + 0.5), 0)
         c1, r1 = min(math.floor(x1 + 0.5), tw), min(math.floor(y1 + 0.5), th)
