@@ -1,6 +1,6 @@
 """What do class activation maps + boxes cost on top of a plain forward? camloc vs torch-cam vs pytorch-grad-cam.
 
-Part A (tensors, CPU, ``torch.no_grad``, eval, random 224x224 input, default ``torch`` threads): time per batch of
+Tensors (CPU, ``torch.no_grad``, eval, random 224x224 input, default ``torch`` threads): time per batch of
 
 1. ``model(x)`` (the reference);
 2. camloc: ``CAM(model)(x, topk=5)`` + ``localize(out.maps, size=(224, 224))`` (top-5 maps upsampled to the input,
@@ -11,20 +11,14 @@ Part A (tensors, CPU, ``torch.no_grad``, eval, random 224x224 input, default ``t
 with the ratio to the plain forward (median of per-round ratios; the methods run interleaved round by round so a
 busy machine slows all of them alike). A stage-by-stage profile of the camloc path follows.
 
-Part B (a folder of real-size JPEGs, end to end, images/s; model creation included in every job):
-
-1. forward only: DataLoader (2 workers) decode + resize to the input, then ``model(x)``;
-2. camloc's whole job: ``camloc explain DIR --out TMP --quiet --batch-size 32`` (top-5 maps, boxes, overlay PNG,
-   top-k panel PNG, results.jsonl, manifest.json);
-3. the same job written with torch-cam the way a user would: per image PIL open -> torchvision transforms ->
-   forward with the CAM extractor hooked -> ``overlay_mask`` -> threshold + ``cv2.findContours`` /
-   ``boundingRect`` -> box drawn with cv2 -> PNG + one JSON line.
+The whole ``camloc explain`` folder job (start-up included, against a torch-cam script and a forward-only loop, on
+real photos) is measured by ``benchmarks/folder_job.py``.
 
 Usage::
 
-    python benchmarks/cam_overhead.py                      # everything (a few minutes on 2 cores)
-    python benchmarks/cam_overhead.py --quick              # fewer repeats
-    python benchmarks/cam_overhead.py --images ../shared/data/imagenet-val100/images --job-models lite0,resnet50
+    python benchmarks/cam_overhead.py              # a few minutes on 2 cores
+    python benchmarks/cam_overhead.py --quick      # fewer repeats
+    python benchmarks/cam_overhead.py --models lite0
 
 Optional comparisons: ``pip install torchcam`` and ``pip install --no-deps grad-cam ttach scikit-learn``; missing
 packages print "not installed" rows. resnet50 uses random weights (timing only); lite0 uses camloc's weights.
@@ -33,14 +27,9 @@ packages print "not installed" rows. resnet50 uses random weights (timing only);
 from __future__ import annotations
 
 import argparse
-import functools
-import json
 import os
-import resource
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -52,7 +41,6 @@ import cv2
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
 
 import camloc
 from camloc.cam import class_activation_maps, normalize_maps, topk_classes, upsample_maps
@@ -60,8 +48,6 @@ from camloc.localization import _components, largest_component_box, threshold_ma
 
 ASSETS = Path(camloc.__file__).parent / "assets"
 TARGET_OVERHEAD = 1.10  # camloc (maps + boxes) / plain forward, batch 32, CPU
-TARGET_SPEEDUP = 1.5  # camloc job / torch-cam script
-TARGET_VS_FORWARD = 0.7  # camloc job / forward-only throughput
 
 
 # --------------------------------------------------------------------------------------------- optional packages
@@ -187,7 +173,7 @@ def overhead_fns(name: str, model: torch.nn.Module, cam: Any, x: torch.Tensor) -
 
 def part_a(models: Sequence[str], *, quick: bool) -> list[tuple[str, int, float]]:
     threads = torch.get_num_threads()
-    print(f"\nPart A: overhead per batch (CPU, {threads} threads, 224x224 random input, interleaved rounds)")
+    print(f"\nOverhead per batch (CPU, {threads} threads, 224x224 random input, interleaved rounds)")
     print("  'vs plain' = median over rounds of t(method) / t(plain) in the same round; 'min ratio' = ratio of minima")
     missing = {
         "torch-cam CAM top-1 map": _import_torchcam() is None,
@@ -314,293 +300,22 @@ def profile_camloc(name: str, model: torch.nn.Module, cam: Any, info: Any, *, qu
     )
 
 
-# --------------------------------------------------------------------------------------------- part B
-def make_images(folder: Path, n: int) -> list[Path]:
-    """``n`` JPEGs cropped/resized from the bundled photos to sizes between ~500x375 and 1024x768."""
-    rng = np.random.default_rng(0)
-    sources = [Image.open(p).convert("RGB") for p in sorted(ASSETS.glob("*.jpg"))]
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(n):
-        src = sources[i % len(sources)]
-        w, h = src.size
-        cw, ch = int(w * rng.uniform(0.6, 1.0)), int(h * rng.uniform(0.6, 1.0))
-        x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-        tw = int(rng.integers(500, 1025))
-        th = round(tw * 0.75)
-        size = (tw, th) if i % 4 else (th, tw)  # one in four is portrait
-        img = src.crop((x0, y0, x0 + cw, y0 + ch)).resize(size, Image.BICUBIC)
-        p = folder / f"img_{i:03d}.jpg"
-        img.save(p, quality=90)
-        paths.append(p)
-    return paths
-
-
-class _Decode(Dataset):
-    def __init__(self, paths: Sequence[Path], preprocess: Any) -> None:
-        self.paths = list(paths)
-        self.preprocess = preprocess
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        with Image.open(self.paths[i]) as img:
-            return self.preprocess.to_tensor(img.convert("RGB"))
-
-
-def job_forward_only(name: str, paths: Sequence[Path], out: Path) -> int:
-    model, info = build(name)
-    loader = DataLoader(_Decode(paths, info.preprocess), batch_size=32, num_workers=2)
-    n = 0
-    with torch.no_grad():
-        for x in loader:
-            model(x)
-            n += len(x)
-    return n
-
-
-def job_camloc(name: str, folder: Path, out: Path) -> int:
-    from camloc.cli import main
-
-    argv = ["explain", str(folder), "--out", str(out), "--quiet", "--batch-size", "32", "--model", SPECS[name].cli]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        rc = main(argv)
-    if rc != 0:
-        raise RuntimeError(f"camloc explain exited with {rc}")
-    return sum(1 for _ in (out / "results.jsonl").open())
-
-
-def job_torchcam(name: str, paths: Sequence[Path], out: Path) -> int:
-    """The torch-cam way, one image at a time, as its README shows, plus a cv2 box and a JSON line."""
-    from torchvision import transforms as T
-    from torchvision.transforms.functional import to_pil_image
-
-    TorchCamCAM, overlay_mask = _import_torchcam()  # type: ignore[misc]
-    model, info = build(name)
-    pp = info.preprocess
-    interp = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR}[pp.interpolation]
-    tf = T.Compose([T.Resize(pp.size, interpolation=interp), T.ToTensor(), T.Normalize(pp.mean, pp.std)])
-    spec = SPECS[name]
-    out.mkdir(parents=True, exist_ok=True)
-    n = 0
-    with TorchCamCAM(model, spec.feature_layer, spec.fc_layer) as extractor, (out / "results.jsonl").open("w") as fh:
-        for p in paths:
-            img = Image.open(p).convert("RGB")
-            x = tf(img).unsqueeze(0)
-            with torch.no_grad():
-                logits = model(x)
-            prob = logits.softmax(dim=1)
-            c = int(logits.argmax(dim=1))
-            heat = extractor(c, logits)[0].squeeze(0)  # [h, w], min-max normalised
-            result = overlay_mask(img, to_pil_image(heat, mode="F"), alpha=0.5)
-            full = cv2.resize(heat.numpy(), img.size, interpolation=cv2.INTER_LINEAR)
-            mask = (full >= 0.2).astype(np.uint8)
-            contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-            box = [0, 0, 0, 0]
-            arr = np.array(result)
-            if contours:
-                bx, by, bw, bh = cv2.boundingRect(max(contours, key=cv2.contourArea))
-                box = [bx, by, bx + bw, by + bh]
-                cv2.rectangle(arr, (bx, by), (bx + bw - 1, by + bh - 1), (255, 255, 255), 2)
-            Image.fromarray(arr).save(out / f"{p.stem}.png")
-            rec = {"path": str(p), "class_idx": c, "prob": float(prob[0, c]), "box": box}
-            fh.write(json.dumps(rec) + "\n")
-            n += 1
-    return n
-
-
-def cpu_seconds() -> float:
-    """CPU seconds used so far by this process (all threads) and its reaped children (DataLoader workers)."""
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
-
-
-def profile_job(name: str, paths: Sequence[Path], out: Path, *, quick: bool) -> None:
-    """Per-image CPU cost of each step of the two jobs (thread CPU time, min over repeats, up to 32 images)."""
-    from torchvision.transforms.functional import to_pil_image
-
-    from camloc._io import atomic_save_png
-    from camloc.explain import _Files, explain_images
-    from camloc.viz import draw_boxes, overlay, topk_panel
-
-    paths = list(paths)[:32]
-    n = len(paths)
-    model, info = build(name)
-    out.mkdir(parents=True, exist_ok=True)
-    items = [it for it in explain_images(paths, model, info, batch_size=32, workers=0) if hasattr(it, "maps")]
-    files = _Files(paths, info.preprocess, 512)
-    photos = [Image.open(p).convert("RGB") for p in paths]
-    heat = [to_pil_image(torch.from_numpy(it.maps[0][::32, ::32].copy()), mode="F") for it in items]
-
-    def boxes(it: Any) -> list[list[float]]:
-        sx, sy = it.display_scale
-        return [[b.box[0] * sx, b.box[1] * sy, b.box[2] * sx, b.box[3] * sy] for b in it.result.topk]
-
-    ovs = [overlay(it.display, it.maps[0], alpha=0.5) for it in items]
-    panels = [topk_panel(it.display, it.maps, boxes(it), ["x"] * 5, scores=[0.5] * 5, title="t") for it in items]
-    tc = _import_torchcam()
-    full = [tc[1](im, h, alpha=0.5) for im, h in zip(photos, heat)] if tc is not None else []
-
-    def png(images: Sequence[Any], **kw: Any) -> None:
-        for a in images:
-            img = a if isinstance(a, Image.Image) else Image.fromarray(a)
-            img.save(out / "x.png", format="PNG", **kw)
-
-    steps: dict[str, Callable[[], Any]] = {
-        "decode+resize (forward-only dataset)": lambda: [_Decode(paths, info.preprocess)[i] for i in range(n)],
-        "decode+resize+display (camloc _Files)": lambda: [files[i] for i in range(n)],
-        "camloc overlay() + draw_boxes()": lambda: [
-            draw_boxes(overlay(it.display, it.maps[0], alpha=0.5), boxes(it)[:1], labels=["x 0.5"]) for it in items
-        ],
-        "camloc topk_panel() (5 tiles)": lambda: [
-            topk_panel(it.display, it.maps, boxes(it), ["x"] * 5, scores=[0.5] * 5, title="t") for it in items
-        ],
-        "PNG overlay (camloc atomic_save_png)": lambda: [atomic_save_png(out / "o.png", o) for o in ovs],
-        "PNG panel (camloc atomic_save_png)": lambda: [atomic_save_png(out / "p.png", o) for o in panels],
-        "  for reference: PIL PNG overlay, default level 6": lambda: png(ovs),
-    }
-    if tc is not None:
-        steps["torch-cam overlay_mask (full size)"] = lambda: [tc[1](im, h, alpha=0.5) for im, h in zip(photos, heat)]
-        steps["torch-cam script PNG full size (PIL lvl 6)"] = lambda: png(full)
-    best: dict[str, float] = {}
-    for k, f in steps.items():
-        ts = []
-        for _ in range(2 if quick else 3):
-            t0 = time.thread_time()
-            f()
-            ts.append(time.thread_time() - t0)
-        best[k] = min(ts) / n
-    torch.manual_seed(0)
-    x = torch.randn(32, 3, *info.preprocess.size)
-    with torch.no_grad():
-        fwd = []
-        for _ in range(2 if quick else 3):
-            t0 = time.process_time()
-            model(x)
-            fwd.append(time.process_time() - t0)
-    rows = [["model(x) at batch 32, per image (all threads)", f"{min(fwd) / 32 * 1e3:.1f}"]]
-    rows += [[k, f"{v * 1e3:.1f}"] for k, v in best.items()]
-    table(f"[B-profile] {name}: CPU ms per image of each step (min of repeats)", ["step", "CPU ms/img"], rows)
-
-
-def part_b(models: Sequence[str], images: Path | None, n_images: int, *, quick: bool) -> list[tuple[str, float, float]]:
-    tc = _import_torchcam()
-    tmp = Path(tempfile.mkdtemp(prefix="camloc_bench_"))
-    verdicts: list[tuple[str, float, float]] = []
-    try:
-        if images is None:
-            folder = tmp / "images"
-            paths = make_images(folder, n_images)
-            what = f"{len(paths)} generated JPEGs (500x375..1024x768 from the bundled photos)"
-        else:
-            from camloc.data.images import find_images
-
-            paths = sorted(find_images([images], recursive=True))[:n_images]
-            folder = tmp / "images"
-            folder.mkdir()
-            for p in paths:  # the job runs on exactly these files
-                os.symlink(p.resolve(), folder / p.name)
-            paths = sorted(folder.iterdir())
-            what = f"{len(paths)} images from {images}"
-        sizes = [Image.open(p).size for p in paths]
-        mp = statistics.mean(w * h for w, h in sizes) / 1e6
-        print(f"\nPart B: folder job on {what}; mean {mp:.2f} MP; batch 32, decode workers 2, model creation included")
-        warm = tmp / "warm"
-        warm.mkdir()
-        for p in paths[:4]:
-            os.symlink(p.resolve(), warm / p.name)
-        runs = 0
-
-        def fresh() -> Path:
-            nonlocal runs
-            runs += 1
-            d = tmp / f"out{runs}"
-            return d
-
-        for name in models:
-            jobs: dict[str, Callable[[Path], int]] = {
-                "forward only (DataLoader + model(x))": functools.partial(job_forward_only, name, paths),
-                "camloc explain (maps+boxes+2 PNG+JSON)": functools.partial(job_camloc, name, folder),
-            }
-            if tc is not None:
-                jobs["torch-cam script (map+box+PNG+JSON)"] = functools.partial(job_torchcam, name, paths)
-            # warm-up on 4 images (imports, allocator), then interleaved rounds on the whole folder
-            job_forward_only(name, list(warm.iterdir()), fresh())
-            job_camloc(name, warm, fresh())
-            if tc is not None:
-                job_torchcam(name, list(warm.iterdir()), fresh())
-            counts: dict[str, int] = {}
-            times: dict[str, list[float]] = {k: [] for k in jobs}
-            names = list(jobs)
-            cpu: dict[str, list[float]] = {k: [] for k in jobs}
-            for r in range(1 if quick else 3):
-                for k in names[r % len(names) :] + names[: r % len(names)]:
-                    c0, t0 = cpu_seconds(), time.perf_counter()
-                    counts[k] = jobs[k](fresh())
-                    times[k].append(time.perf_counter() - t0)
-                    cpu[k].append(cpu_seconds() - c0)
-                for d in tmp.glob("out*"):
-                    shutil.rmtree(d, ignore_errors=True)
-            n = len(paths)
-            if any(c != n for c in counts.values()):
-                raise RuntimeError(f"a job did not process all {n} images: {counts}")
-            ref = times["forward only (DataLoader + model(x))"]
-            cam_t = times["camloc explain (maps+boxes+2 PNG+JSON)"]
-            rows = []
-            for k, t in times.items():
-                med = statistics.median(t)
-                rows.append(
-                    [
-                        k,
-                        f"{med:.2f}",
-                        f"{statistics.median(cpu[k]) / n * 1e3:.0f}",
-                        f"{n / med:.1f}",
-                        f"{paired_ratio(ref, t):.3f}x",
-                        f"{paired_ratio(t, cam_t):.2f}x",
-                    ]
-                )
-            if tc is None:
-                rows.append(["torch-cam script (map+box+PNG+JSON)", "not installed", "", "", "", ""])
-            table(
-                f"[B] {name}, {n} images ({len(cam_t)} rounds)",
-                ["job", "median s", "CPU ms/img", "img/s", "speed vs fwd-only", "camloc speed-up"],
-                rows,
-            )
-            profile_job(name, paths, tmp / "profile", quick=quick)
-            speedup = (
-                paired_ratio(times["torch-cam script (map+box+PNG+JSON)"], cam_t) if tc is not None else float("nan")
-            )
-            verdicts.append((name, speedup, paired_ratio(ref, cam_t)))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return verdicts
-
-
 # --------------------------------------------------------------------------------------------- main
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats")
-    ap.add_argument("--models", default="resnet50,lite0", help="part A models (resnet50, lite0)")
-    ap.add_argument("--job-models", default="lite0", help="part B models (lite0, resnet50)")
-    ap.add_argument("--images", type=Path, help="folder of images for part B (default: generated)")
-    ap.add_argument("--n-images", type=int, default=64, help="images in part B (default 64)")
-    ap.add_argument("--parts", default="A,B", help="which parts to run (A, B or A,B)")
+    ap.add_argument("--models", default="resnet50,lite0", help="models (resnet50, lite0)")
     args = ap.parse_args(argv)
     models = [m for m in args.models.split(",") if m]
-    job_models = [m for m in args.job_models.split(",") if m]
-    for m in (*models, *job_models):
+    for m in models:
         if m not in SPECS:
             ap.error(f"unknown model {m!r}; choose from {', '.join(SPECS)}")
-    parts = {p.strip().upper() for p in args.parts.split(",")}
     threads, cpus = torch.get_num_threads(), os.cpu_count()
     print(f"torch {torch.__version__}, {threads} threads, {cpus} CPUs; camloc {camloc.__version__}")
     state = {True: "installed", False: "not installed"}
     tc, gc = _import_torchcam() is not None, _import_gradcam() is not None
     print(f"torch-cam: {state[tc]}; pytorch-grad-cam: {state[gc]}")
-    a = part_a(models, quick=args.quick) if "A" in parts else []
-    b = part_b(job_models, args.images, args.n_images, quick=args.quick) if "B" in parts else []
+    a = part_a(models, quick=args.quick)
     print("\nTargets")
     for name, bs, ratio in a:
         if bs == 32:
@@ -608,15 +323,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(
                 f"  A {name:<9} camloc maps+boxes / plain forward, batch 32: {ratio:.3f}x (<= {TARGET_OVERHEAD}x) {ok}"
             )
-    for name, speedup, vs_fwd in b:
-        ok1 = (
-            "n/a (torch-cam not installed)"
-            if speedup != speedup
-            else ("MET" if speedup >= TARGET_SPEEDUP else "MISSED")
-        )
-        ok2 = "MET" if vs_fwd >= TARGET_VS_FORWARD else "MISSED"
-        print(f"  B {name:<9} camloc job vs torch-cam script: {speedup:.2f}x (>= {TARGET_SPEEDUP}x) {ok1}")
-        print(f"  B {name:<9} camloc job vs forward-only throughput: {vs_fwd:.3f}x (>= {TARGET_VS_FORWARD}x) {ok2}")
     return 0
 
 

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import json
+import platform
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import camloc
 from camloc.cli import main
+from camloc.data.images import find_images
+from camloc.errors import CamlocValueError
+from camloc.explain import ImageFailure, _keep_freed_memory, explain_images
+from camloc.models.registry import ModelInfo, Preprocess
 
 ASSETS = Path(camloc.__file__).parent / "assets"
 
@@ -77,6 +85,56 @@ def test_explain_large_photo_bounded_and_boxes_in_original_pixels(tmp_path: Path
     x0, _, x1, y1 = r["topk"][0]["box"]
     assert x1 - x0 > 3000 and x1 <= 6000 and y1 <= 4000  # scaled to original pixels (10x the 600x400 photo)
     assert max(_size(out / r["overlay"])) == 512
+
+
+def _explained(photo_dir: Path, model: torch.nn.Module, info: ModelInfo, **kw: object) -> list[dict]:
+    files = find_images([photo_dir])
+    return [
+        it.to_dict() if isinstance(it, ImageFailure) else it.result.to_dict()
+        for it in explain_images(files, model, info, topk=2, batch_size=2, **kw)
+    ]
+
+
+def test_explain_images_threads_processes_and_serial_agree(photo_dir: Path, tiny_model) -> None:
+    """Decoding in threads (default), in the calling thread and in a worker process gives the same, in order."""
+    info = ModelInfo("tiny", tuple("abcde"), Preprocess(size=(32, 32)))
+    threads = _explained(photo_dir, tiny_model, info)
+    assert threads == _explained(photo_dir, tiny_model, info, workers=0)
+    assert threads == _explained(photo_dir, tiny_model, info, workers=1)
+    assert [Path(r["path"]).name for r in threads] == [p.name for p in find_images([photo_dir])]
+    failed = {Path(r["path"]).name for r in threads if "error" in r}
+    assert failed == {"empty.jpg", "notes.jpg", "cut.jpg"}
+    # a consumer that stops early leaves no decoding thread behind
+    before = {t.name for t in threading.enumerate()}
+    gen = explain_images(find_images([photo_dir]), tiny_model, info, topk=1, batch_size=1)
+    next(gen)
+    gen.close()
+    assert not {t.name for t in threading.enumerate()} - before
+    with pytest.raises(CamlocValueError, match="`workers` must be >= 0"):
+        next(explain_images(find_images([photo_dir]), tiny_model, info, workers=-1))
+
+
+def test_keep_freed_memory_only_on_glibc() -> None:
+    # raises malloc's mmap/trim thresholds for the CLI process; a no-op (False) where the C library is not glibc
+    expected = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert _keep_freed_memory() is expected
+
+
+def test_explain_cli_matches_the_library_on_the_plain_model(tmp_path: Path) -> None:
+    """The CLI's speed settings (channels_last, malloc) leave classes and boxes as the library computes them."""
+    for name in ("coffee.jpg", "cat.jpg"):
+        Image.open(ASSETS / name).save(tmp_path / name)
+    out = tmp_path / "o"
+    assert main(["explain", str(tmp_path), "--out", str(out), "--quiet", "--no-images"]) == 0
+    cli = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    model, info = camloc.create_model("lite0")
+    lib = [it.result.to_dict() for it in explain_images(find_images([tmp_path]), model.eval(), info)]
+    assert [r["path"] for r in cli] == [r["path"] for r in lib]
+    for a, b in zip(cli, lib):
+        assert [t["class_idx"] for t in a["topk"]] == [t["class_idx"] for t in b["topk"]]
+        np.testing.assert_allclose([t["prob"] for t in a["topk"]], [t["prob"] for t in b["topk"]], atol=1e-4)
+        np.testing.assert_allclose([t["box"] for t in a["topk"]], [t["box"] for t in b["topk"]], atol=0.02)
+    assert not (out / "overlays").exists() and not (out / "panels").exists()
 
 
 def test_explain_usage_errors(tmp_path: Path, capsys):

@@ -52,6 +52,37 @@ def test_box_width_grows_inwards_and_float_corners_round() -> None:
     np.testing.assert_array_equal(np.all(out == RED, axis=2), _outline(20, 20, 2, 2, 16, 17, width=3))
 
 
+def test_thin_box_with_wide_line_stays_inside_itself() -> None:
+    # a box thinner than twice the line width is filled, never painted beyond its own rows and columns
+    img = np.zeros((40, 40, 3), np.uint8)
+    out = draw_boxes(img, [[5, 5, 20, 7], [30, 10, 31, 30]], colors=RED, width=3)
+    want = np.zeros((40, 40), bool)
+    want[5:7, 5:20] = True  # rows 5..6 only (the PIL outline used to spill onto rows 4 and 7)
+    want[10:30, 30] = True
+    np.testing.assert_array_equal(np.all(out == RED, axis=2), want)
+    np.testing.assert_array_equal(out[~want], 0)
+
+
+def test_labels_leave_the_input_untouched_and_match_a_plain_pil_drawing() -> None:
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (60, 90, 3), dtype=np.uint8)
+    keep = img.copy()
+    out = draw_boxes(img, [[20.0, 30.0, 70.0, 58.0]], labels=["tabby 0.91"], colors=(0, 200, 0), width=2)
+    np.testing.assert_array_equal(img, keep)
+    # reference: the label box and text drawn with PIL on the whole image (what draw_boxes did before it drew
+    # only the label's own rectangle through PIL)
+    from PIL import ImageDraw, ImageFont
+
+    ref = Image.fromarray(draw_boxes(img, [[20.0, 30.0, 70.0, 58.0]], colors=(0, 200, 0), width=2))
+    font = ImageFont.load_default(size=10)
+    d = ImageDraw.Draw(ref)
+    left, top, right, bottom = d.textbbox((0, 0), "tabby 0.91", font=font)
+    tw, th = right - left + 4, bottom - top + 4
+    d.rectangle([20, 30 - th, 20 + tw - 1, 29], fill=(0, 200, 0))
+    d.text((22 - left, 30 - th + 2 - top), "tabby 0.91", fill=(255, 255, 255), font=font)  # white on dark green
+    np.testing.assert_array_equal(out, np.asarray(ref))
+
+
 def test_boxes_clipped_skipped_and_colored() -> None:
     img = np.full((10, 10, 3), 7, np.uint8)
     # zero-area, inverted and fully outside boxes draw nothing
@@ -214,6 +245,18 @@ def test_topk_panel_layout_boxes_and_captions() -> None:
     grid = topk_panel(img, torch.rand(3, 7, 7), boxes, ["a", "b", "c"], tile_size=32, ncols=2)
     assert grid.shape[1] == 2 * 32 + 3 * 4  # 2 columns, 2 rows
     assert grid.shape[0] > 2 * (16 + 4)
+
+
+def test_topk_panel_tiles_are_overlay_plus_draw_boxes() -> None:
+    # the panel's fast path builds each tile exactly as overlay() followed by draw_boxes() would
+    rng = np.random.default_rng(5)
+    img = rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    maps = rng.random((2, 7, 7))
+    boxes = np.array([[3.2, 4.7, 60.1, 44.4], [-10.0, 20.0, 30.0, 80.0]])
+    out = topk_panel(img, maps, boxes, ["a", "b"], tile_size=70, pad=0, alpha=0.4, cmap="turbo")
+    for i in range(2):
+        want = draw_boxes(overlay(img, maps[i], alpha=0.4, cmap="turbo"), boxes[i : i + 1], colors=(255, 255, 255))
+        np.testing.assert_array_equal(out[:50, 70 * (i + 1) : 70 * (i + 2)], want)
 
 
 def test_topk_panel_errors() -> None:

@@ -86,15 +86,20 @@ def _common_root(paths: Sequence[Path]) -> Path | None:
 def cmd_explain(args: argparse.Namespace) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
+    import torch
+
     from camloc._io import JsonlWriter, atomic_save_png, atomic_write_json
     from camloc.data.images import find_images
-    from camloc.explain import ImageFailure, explain_images
+    from camloc.explain import ImageFailure, _keep_freed_memory, explain_images
     from camloc.viz import draw_boxes, overlay, topk_panel
 
     files = find_images(args.paths, recursive=True)
     if not files:
         raise CamlocError("`PATH` must name image files or folders holding images; none were found")
+    _keep_freed_memory()  # this process is ours: CPU batches no longer page-fault their activations in each time
     model, info = load_model_from_args(args)
+    if next(model.parameters()).device.type == "cpu":
+        model = model.to(memory_format=torch.channels_last)  # faster CPU convolutions (oneDNN); same results
     out_dir: Path = args.out
     render = not args.no_images
     root = _common_root(files)

@@ -1,13 +1,16 @@
 """Batch explanation of image files: decode -> one forward -> top-k CAMs -> boxes in original pixels.
 
-:func:`explain_images` is the library entry point behind ``camloc explain``. Decoding runs in DataLoader worker
-processes; a file that cannot be decoded becomes an :class:`ImageFailure` and the run goes on.
+:func:`explain_images` is the library entry point behind ``camloc explain``. Decoding runs ahead of the model in a
+few threads (PIL and the tensor conversion release the GIL; no worker processes to start), or in DataLoader worker
+processes when asked for; a file that cannot be decoded becomes an :class:`ImageFailure` and the run goes on.
 """
 
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,6 +132,57 @@ def _collate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return items
 
 
+def _serial_batches(ds: _Files, batch_size: int) -> Iterator[list[dict[str, Any]]]:
+    for start in range(0, len(ds), batch_size):
+        yield [ds[i] for i in range(start, min(start + batch_size, len(ds)))]
+
+
+def _threaded_batches(ds: _Files, batch_size: int, threads: int) -> Iterator[list[dict[str, Any]]]:
+    """``ds``'s items in order, in lists of ``batch_size``, decoded by ``threads`` threads up to 2 batches ahead."""
+    ahead = 2 * batch_size
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="camloc-decode") as pool:
+        pending: deque[Future[dict[str, Any]]] = deque()
+        nxt = 0
+        try:
+            batch: list[dict[str, Any]] = []
+            while nxt < len(ds) or pending:
+                while nxt < len(ds) and len(pending) < ahead:
+                    pending.append(pool.submit(ds.__getitem__, nxt))
+                    nxt += 1
+                batch.append(pending.popleft().result())
+                if len(batch) == batch_size or not (pending or nxt < len(ds)):
+                    yield batch
+                    batch = []
+        finally:
+            for f in pending:  # the consumer stopped early, or a decode raised: do not decode the rest
+                f.cancel()
+
+
+def _keep_freed_memory() -> bool:
+    """Make glibc's malloc keep and reuse freed memory instead of returning it to the OS at once.
+
+    A CPU forward at batch 32 allocates and frees activations of tens of MB; glibc serves each with a fresh
+    ``mmap`` (above ``M_MMAP_THRESHOLD``), so every batch page-faults in and zeroes all of them again: measured,
+    that page-fault work took longer than the convolutions themselves (lite0, 2 cores). This raises the
+    ``mmap`` and trim thresholds for the whole process (its peak heap stays reserved until it exits), so it is for
+    command-line runs, not for library code. Returns ``False`` (and changes nothing) where the C library is not
+    glibc.
+    """
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.gnu_get_libc_version  # noqa: B018 - glibc only (musl has mallopt but other semantics)
+        m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+        return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
+    except (OSError, AttributeError):
+        return False
+
+
 def explain_images(
     paths: Sequence[str | os.PathLike[str]],
     model: torch.nn.Module,
@@ -148,20 +202,23 @@ def explain_images(
     upsampled to the input size, thresholded at ``threshold`` of their max, and the largest component's box is
     mapped back to original pixels (see :mod:`camloc.localization` for the box convention).
     The model is moved to ``device`` by the caller; this function only moves inputs.
+
+    ``workers=None`` decodes in up to 2 threads, up to two batches ahead of the model; ``workers=N`` uses ``N``
+    DataLoader worker processes instead (``0``: decode in the calling thread, between batches).
     """
     check_number("topk", topk, low=1, integer=True)
     check_number("threshold", threshold, low=0.0, high=1.0)
     check_number("batch_size", batch_size, low=1, integer=True)
     files = [Path(p) for p in paths]
-    if workers is None:
-        workers = min(2, os.cpu_count() or 1) if len(files) > batch_size else 0
-    loader = DataLoader(
-        _Files(files, info.preprocess, display_max_side),
-        batch_size=batch_size,
-        num_workers=workers,
-        collate_fn=_collate,
-        persistent_workers=False,
-    )
+    ds = _Files(files, info.preprocess, display_max_side)
+    batches: Iterator[list[dict[str, Any]]]
+    if workers is None:  # threads: nothing to start, nothing to pickle
+        threads = min(2, os.cpu_count() or 1) if len(files) > 1 else 0
+        batches = _threaded_batches(ds, batch_size, threads) if threads else _serial_batches(ds, batch_size)
+    else:
+        check_number("workers", workers, low=0, integer=True)
+        loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=_collate)
+        batches = iter(loader)
     cam = CAM(model)
     bar = None
     if progress:
@@ -169,7 +226,7 @@ def explain_images(
 
         bar = tqdm(total=len(files), unit="img", desc="explain", dynamic_ncols=True)
     try:
-        for items in loader:
+        for items in batches:
             good = [it for it in items if "x" in it]
             if good:
                 x = torch.stack([it["x"] for it in good]).to(device)
@@ -195,5 +252,8 @@ def explain_images(
             if bar is not None:
                 bar.update(len(items))
     finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
         if bar is not None:
             bar.close()

@@ -174,10 +174,14 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
-def _text_size(draw: ImageDraw.ImageDraw, text: str, font: Any) -> tuple[int, int, int, int]:
-    """(left, top, right, bottom) of ``text`` drawn at the origin."""
-    x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=font)
+@lru_cache(maxsize=1024)
+def _text_size(text: str, font: Any) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of ``text`` drawn at the origin in ``font``."""
+    x0, y0, x1, y1 = _MEASURE.textbbox((0, 0), text, font=font)
     return math.floor(x0), math.floor(y0), math.ceil(x1), math.ceil(y1)
+
+
+_MEASURE = ImageDraw.Draw(Image.new("RGB", (1, 1)))
 
 
 def _text_color(bg: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -193,13 +197,24 @@ def colorize(map: Any, *, cmap: str = "jet") -> np.ndarray:
     :data:`CMAPS`). With "jet", 0 is dark blue (0, 0, 128) and 1 is dark red (128, 0, 0).
     """
     check_choice("cmap", cmap, tuple(CMAPS))
-    m = _to_float_array("map", map, 2)
-    u8 = np.rint(m * 255.0).astype(np.uint8)
+    return _colorize(_to_float_array("map", map, 2), cmap)
+
+
+@lru_cache(maxsize=16)
+def _rgb_table(cmap: str) -> np.ndarray:
+    """OpenCV's colour table for ``cmap`` (not "gray") in RGB order, ``uint8 (256, 1, 3)``, for ``applyColorMap``."""
     code = CMAPS[cmap]
-    if code is None:
-        return np.repeat(u8[:, :, None], 3, axis=2)
-    bgr = cv2.applyColorMap(u8, code)
+    assert code is not None
+    bgr = cv2.applyColorMap(np.arange(256, dtype=np.uint8).reshape(256, 1), code)
     return np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+def _colorize(m: np.ndarray, cmap: str) -> np.ndarray:
+    """:func:`colorize` of a checked float32 map in [0, 1]."""
+    u8 = np.rint(m * 255.0).astype(np.uint8)
+    if CMAPS[cmap] is None:
+        return np.repeat(u8[:, :, None], 3, axis=2)
+    return cv2.applyColorMap(u8, _rgb_table(cmap))  # the table is RGB already: no channel swap afterwards
 
 
 def _resize_map(m: np.ndarray, w: int, h: int) -> np.ndarray:
@@ -238,7 +253,7 @@ def overlay(
     img, _, _ = _fit(_to_rgb_array("image", image), max_side)
     m = _to_float_array("map", map, 2)
     h, w = img.shape[:2]
-    heat = colorize(_resize_map(m, w, h), cmap=cmap)
+    heat = _colorize(_resize_map(m, w, h), cmap)
     return _blend(img, heat, float(alpha))
 
 
@@ -252,22 +267,22 @@ def _default_font_size(h: int, w: int) -> int:
 
 
 def _draw_label(
-    draw: ImageDraw.ImageDraw,
+    out: np.ndarray,
     text: str,
     anchor_x: int,
     anchor_y_top: int,
     anchor_y_inside: int,
     color: tuple[int, int, int],
     font: Any,
-    img_w: int,
-    img_h: int,
 ) -> None:
-    """Draw ``text`` on a filled ``color`` background just above (or, if no room, inside) a box corner.
+    """Draw ``text`` (in place) on a filled ``color`` background just above (or, if no room, inside) a box corner.
 
-    Text too wide for the image is cut (ending in "..."); text too tall for it is not drawn.
+    Text too wide for the image is cut (ending in "..."); text too tall for it is not drawn. Only the label's own
+    rectangle goes through PIL.
     """
+    img_h, img_w = out.shape[:2]
     pad = 2
-    left, top, right, bottom = _text_size(draw, text, font)
+    left, top, right, bottom = _text_size(text, font)
     if bottom - top + 2 * pad > img_h:
         return
     t = text
@@ -275,15 +290,16 @@ def _draw_label(
         if len(t) <= 1:
             return
         t = t[:-1]
-        left, top, right, bottom = _text_size(draw, t + "...", font)
+        left, top, right, bottom = _text_size(t + "...", font)
     if t != text:
         text = t + "..."
     tw, th = right - left + 2 * pad, bottom - top + 2 * pad
     y = anchor_y_top - th if anchor_y_top - th >= 0 else anchor_y_inside
     x = min(max(anchor_x, 0), max(img_w - tw, 0))
     y = min(max(y, 0), max(img_h - th, 0))
-    draw.rectangle([x, y, x + tw - 1, y + th - 1], fill=color)
-    draw.text((x + pad - left, y + pad - top), text, fill=_text_color(color), font=font)
+    label = Image.new("RGB", (tw, th), color)
+    ImageDraw.Draw(label).text((pad - left, pad - top), text, fill=_text_color(color), font=font)
+    out[y : y + th, x : x + tw] = np.asarray(label)[: img_h - y, : img_w - x]
 
 
 def draw_boxes(
@@ -325,9 +341,9 @@ def draw_boxes(
     lw = width if width is not None else _default_width(h, w)
     font = _font(font_size if font_size is not None else _default_font_size(h, w))
 
-    pil = Image.fromarray(img)
-    draw = ImageDraw.Draw(pil)
-    drawn: list[tuple[int, int, int, int, int]] = []
+    # _fit / _to_rgb_array hand back the caller's own array when it needs no change: never draw on that
+    out = img.copy() if isinstance(image, np.ndarray) and np.may_share_memory(img, image) else img
+    drawn: list[tuple[int, int, int]] = []
     for i in range(n):
         x0, y0, x1, y1 = b[i, 0] * fx, b[i, 1] * fy, b[i, 2] * fx, b[i, 3] * fy
         if (x1 - x0) <= 0 or (y1 - y0) <= 0:
@@ -338,13 +354,23 @@ def draw_boxes(
         r0, r1 = max(r0, 0), min(r1, h)
         if c1 <= c0 or r1 <= r0:  # rounds to nothing, or entirely outside the image
             continue
-        draw.rectangle([c0, r0, c1 - 1, r1 - 1], outline=cols[i], width=lw)
-        drawn.append((i, c0, r0, c1, r1))
+        _outline_box(out, c0, r0, c1, r1, lw, cols[i])
+        drawn.append((i, c0, r0))
     if labels is not None:  # labels last, so no box line crosses a label
-        for i, c0, r0, _c1, _r1 in drawn:
+        for i, c0, r0 in drawn:
             if labels[i]:
-                _draw_label(draw, str(labels[i]), c0, r0, r0 + lw, cols[i], font, w, h)
-    return np.asarray(pil).copy()
+                _draw_label(out, str(labels[i]), c0, r0, r0 + lw, cols[i], font)
+    return out
+
+
+def _outline_box(out: np.ndarray, c0: int, r0: int, c1: int, r1: int, lw: int, color: tuple[int, int, int]) -> None:
+    """Paint (in place) the ``lw``-pixel frame just inside columns ``c0 .. c1 - 1`` and rows ``r0 .. r1 - 1``."""
+    top, bottom = min(r0 + lw, r1), max(r1 - lw, r0)
+    left, right = min(c0 + lw, c1), max(c1 - lw, c0)
+    out[r0:top, c0:c1] = color
+    out[bottom:r1, c0:c1] = color
+    out[r0:r1, c0:left] = color
+    out[r0:r1, right:c1] = color
 
 
 # ------------------------------------------------------------------------------------- panels, grids
@@ -354,10 +380,10 @@ def _caption_strip(width: int, text: str, font: Any, height: int) -> np.ndarray:
     if text:
         draw = ImageDraw.Draw(pil)
         t = text
-        left, top, right, bottom = _text_size(draw, t, font)
+        left, top, right, bottom = _text_size(t, font)
         while right - left > width - 4 and len(t) > 1:
             t = t[:-1]
-            left, top, right, bottom = _text_size(draw, t + "...", font)
+            left, top, right, bottom = _text_size(t + "...", font)
         if t != text:
             t += "..."
         x = max((width - (right - left)) // 2, 0) - left
@@ -413,7 +439,10 @@ def image_grid(
     out_h = rows * (cell_h + cap_h) + (rows + 1) * pad
     out_w = cols * cell_w + (cols + 1) * pad
     out = np.empty((out_h, out_w, 3), np.uint8)
-    out[:] = bg
+    if bg[0] == bg[1] == bg[2]:
+        out.fill(bg[0])  # a plain memset, much faster than broadcasting the colour
+    else:
+        out[:] = bg
     for k, a in enumerate(arrs):
         r, c = divmod(k, cols)
         top = pad + r * (cell_h + cap_h + pad)
@@ -484,10 +513,16 @@ def topk_panel(
     sx, sy = tw / w, th / h
     tiles = [tile]
     captions = [title]
+    lw = _default_width(th, tw)
     for i in range(k):
-        ov = overlay(tile, m[i], alpha=alpha, cmap=cmap)
-        box = b[i : i + 1] * np.array([sx, sy, sx, sy])
-        tiles.append(draw_boxes(ov, box, colors=color))
+        # overlay() + draw_boxes() of one tile, without re-checking the inputs checked above
+        ov = _blend(tile, _colorize(_resize_map(m[i], tw, th), cmap), float(alpha))
+        x0, y0, x1, y1 = (float(v) for v in b[i] * np.array([sx, sy, sx, sy]))
+        c0, r0 = max(math.floor(x0 + 0.5), 0), max(math.floor(y0 + 0.5), 0)
+        c1, r1 = min(math.floor(x1 + 0.5), tw), min(math.floor(y1 + 0.5), th)
+        if x1 > x0 and y1 > y0 and c1 > c0 and r1 > r0:
+            _outline_box(ov, c0, r0, c1, r1, lw, color)
+        tiles.append(ov)
         name = str(labels[i])
         captions.append(f"{name} {float(scores[i]):.2f}" if scores is not None else name)
     return image_grid(tiles, ncols=ncols if ncols is not None else k + 1, captions=captions, pad=pad)
