@@ -41,7 +41,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, help="a camloc training checkpoint (overrides --model/--weights)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--workers", type=int, default=None, help="image decoding: default 2 threads; N > 0: N worker processes; 0: the main thread")
+    p.add_argument(
+        "--workers", type=int, default=None, help="image decoding: 2 threads by default; N > 0: N processes; 0: inline"
+    )
 
 
 def load_model_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
