@@ -365,3 +365,19 @@ def test_find_images_errors(tmp_path: Path) -> None:
         find_images([tmp_path / "notes.txt"])
     with pytest.raises(TypeError, match="`paths` must be a sequence"):
         find_images(42)  # type: ignore[arg-type]
+
+
+def test_too_many_pixels_is_its_own_error_class(tmp_path: Path) -> None:
+    """Servers map a pixel-count refusal (a possible decompression bomb) to its own status by type, not by text."""
+    from camloc.errors import ImageTooLargeError
+
+    huge, mid, warn = tmp_path / "huge.png", tmp_path / "mid.png", tmp_path / "warn.png"
+    _png_header_only(huge, 100_000, 100_000)  # PIL's own hard limit
+    _png_header_only(mid, 12_000, 12_000)  # camloc's max_pixels
+    _png_header_only(warn, 10_000, 10_000)  # within the limits, but corrupt
+    for path in (huge, mid):
+        with pytest.raises(ImageTooLargeError):
+            load_image(path)
+    with pytest.raises(ImageLoadError) as info:
+        load_image(warn)
+    assert not isinstance(info.value, ImageTooLargeError)

@@ -13,6 +13,7 @@ __all__ = [
     "CamlocTypeError",
     "CamlocValueError",
     "ImageLoadError",
+    "ImageTooLargeError",
     "UnsupportedModelError",
 ]
 
@@ -35,6 +36,10 @@ class UnsupportedModelError(CamlocValueError):
 
 class ImageLoadError(CamlocValueError):
     """An image file is missing, truncated, not an image, empty or too large to decode safely."""
+
+
+class ImageTooLargeError(ImageLoadError):
+    """An image declares more pixels than the decoder's limit (a possible decompression bomb)."""
 
 
 class AnnotationError(CamlocValueError):

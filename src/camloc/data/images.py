@@ -41,7 +41,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
 from camloc._checks import fail as _fail
-from camloc.errors import CamlocValueError, ImageLoadError
+from camloc.errors import CamlocValueError, ImageLoadError, ImageTooLargeError
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -103,8 +103,8 @@ def _check_positive_int(name: str, value: Any) -> None:
         _fail(name, ">= 1", value)
 
 
-def _error(path: object, problem: str) -> ImageLoadError:
-    return ImageLoadError(f"cannot load image '{path}': {problem}")
+def _error(path: object, problem: str, *, cls: type[ImageLoadError] = ImageLoadError) -> ImageLoadError:
+    return cls(f"cannot load image '{path}': {problem}")
 
 
 def _check_path(name: str, path: Any) -> Path:
@@ -240,6 +240,7 @@ def _decode_encoded(
                         name,
                         f"image of {raw_w}x{raw_h} = {raw_w * raw_h} pixels exceeds max_pixels={max_pixels} "
                         "(possible decompression bomb; pass a larger max_pixels to load it)",
+                        cls=ImageTooLargeError,
                     )
                 tag = int(img.getexif().get(_ORIENTATION_TAG, 1) or 1) if orientation else 1
                 tag = tag if tag in (2, 3, 4, 5, 6, 7, 8) else 1
@@ -257,7 +258,8 @@ def _decode_encoded(
     except _UnsupportedModeError as exc:
         raise _error(name, str(exc)) from exc
     except Image.DecompressionBombError as exc:
-        raise _error(name, f"too many pixels for PIL's global limit PIL.Image.MAX_IMAGE_PIXELS ({exc})") from exc
+        problem = f"too many pixels for PIL's global limit PIL.Image.MAX_IMAGE_PIXELS ({exc})"
+        raise _error(name, problem, cls=ImageTooLargeError) from exc
     except Image.UnidentifiedImageError as exc:
         raise _error(name, "not an image file, or a format PIL cannot identify") from exc
     except MemoryError as exc:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from camloc._checks import check_number, fail
-from camloc.errors import CamlocValueError, ImageLoadError
+from camloc.errors import CamlocValueError, ImageLoadError, ImageTooLargeError
 
 __all__ = [
     "METHODS",
@@ -52,8 +52,7 @@ class UnknownUploadError(CamlocValueError):
 
 def is_decompression_bomb(error: ImageLoadError) -> bool:
     """Whether ``error`` is :func:`camloc.data.images.decode_image` refusing an image for its pixel count."""
-    text = str(error)
-    return "decompression bomb" in text or "MAX_IMAGE_PIXELS" in text
+    return isinstance(error, ImageTooLargeError)
 
 
 @dataclass(frozen=True)
