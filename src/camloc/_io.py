@@ -113,9 +113,8 @@ def atomic_write_json(path: PathLike, obj: Any, *, indent: int | None = 2) -> No
     atomic_write_text(path, text)
 
 
-def _to_pil_rgb_or_gray(name: str, image: Any) -> Image.Image:
-    if isinstance(image, Image.Image):
-        return image
+def _check_image_array(name: str, image: Any) -> np.ndarray:
+    """``image`` as a uint8 array of shape (H, W), (H, W, 3) or (H, W, 4) (no copy), or a camloc error."""
     if not isinstance(image, np.ndarray):
         fail(name, "a PIL.Image or a numpy uint8 array of shape (H, W, 3)", image, type_error=True)
     if image.dtype != np.uint8:
@@ -124,7 +123,13 @@ def _to_pil_rgb_or_gray(name: str, image: Any) -> Image.Image:
         fail(name, "a uint8 array of shape (H, W), (H, W, 3) or (H, W, 4)", f"shape {image.shape}")
     if image.shape[0] == 0 or image.shape[1] == 0:
         fail(name, "a non-empty image", f"shape {image.shape}")
-    return Image.fromarray(np.ascontiguousarray(image))
+    return image
+
+
+def _to_pil_rgb_or_gray(name: str, image: Any) -> Image.Image:
+    if isinstance(image, Image.Image):
+        return image
+    return Image.fromarray(np.ascontiguousarray(_check_image_array(name, image)))
 
 
 def atomic_save_png(path: PathLike, image: Image.Image | np.ndarray, *, compress_level: int = 1) -> None:
@@ -137,10 +142,9 @@ def atomic_save_png(path: PathLike, image: Image.Image | np.ndarray, *, compress
     """
     check_number("compress_level", compress_level, low=0, high=9, integer=True)
     if isinstance(image, np.ndarray):
-        _to_pil_rgb_or_gray("image", image)  # validation only
         import cv2
 
-        arr = np.ascontiguousarray(image)
+        arr = np.ascontiguousarray(_check_image_array("image", image))
         if arr.ndim == 3:
             arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR if arr.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
         params = [cv2.IMWRITE_PNG_COMPRESSION, compress_level, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB]
