@@ -198,6 +198,11 @@ def test_page_and_static_files(client: TestClient) -> None:
         assert "https://" not in s.text and "http://" not in s.text
     schema = client.get("/openapi.json").json()
     assert {"/api/health", "/api/explain", "/api/map/{digest}/{class_idx}", "/api/classes"} <= set(schema["paths"])
+    docs = client.get("/docs")  # Swagger UI from the package, not a CDN: works offline
+    assert docs.status_code == 200 and "/openapi.json" in docs.text
+    assert "cdn" not in docs.text.lower() and 'src="/docs-static/swagger-ui-bundle.js"' in docs.text
+    js = client.get("/docs-static/swagger-ui-bundle.js")
+    assert js.status_code == 200 and "javascript" in js.headers["content-type"] and len(js.content) > 100_000
 
 
 # ------------------------------------------------------------------------------------------------ errors

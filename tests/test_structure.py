@@ -83,7 +83,12 @@ def _declared() -> dict[str, str]:
     return out
 
 
-_DIST_OF = {"cv2": "opencv-python-headless", "PIL": "pillow", "sklearn": "scikit-learn"}
+_DIST_OF = {
+    "cv2": "opencv-python-headless",
+    "PIL": "pillow",
+    "sklearn": "scikit-learn",
+    "swagger_ui_bundle": "swagger-ui-bundle",
+}
 
 
 def test_every_third_party_import_of_the_package_is_declared() -> None:

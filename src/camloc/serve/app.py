@@ -20,8 +20,8 @@ Statuses: 413 upload larger than ``max_upload_mb`` (checked while the body strea
 415 not an image; 422 an unreadable image or bad parameters; 400 a decompression bomb; 404 unknown upload hash
 or route. Inference runs in a bounded thread pool (``workers``) so the event loop never blocks.
 
-``/docs`` is FastAPI's Swagger UI, whose page loads its script from a CDN (jsdelivr): offline it stays blank,
-while ``/openapi.json`` (the schema itself) and the main page work offline.
+``/docs`` is Swagger UI over ``/openapi.json``, served from the ``swagger-ui-bundle`` package (part of the
+``serve`` extra) under ``/docs-static``: like the main page, it needs no CDN and works offline.
 """
 
 from __future__ import annotations
@@ -155,6 +155,8 @@ def create_app(
         version=__version__,
         description="Class activation maps and boxes for photos (the JSON API of `camloc serve`).",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's default /docs loads Swagger UI from a CDN; ours is served locally (below)
+        redoc_url=None,
     )
     app.state.engine = engine
     app.state.pool = pool
@@ -197,6 +199,21 @@ def create_app(
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/docs-static", StaticFiles(directory=str(swagger_ui_path)), name="docs-static")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Any:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title="camloc API",
+            swagger_js_url="/docs-static/swagger-ui-bundle.js",
+            swagger_css_url="/docs-static/swagger-ui.css",
+            swagger_favicon_url="/docs-static/favicon-32x32.png",
+        )
 
     # ------------------------------------------------------------------------------------------ API
     @app.get("/api/health")
