@@ -139,21 +139,10 @@ def _like(t: torch.Tensor | None, ref: torch.Tensor) -> torch.Tensor | None:
     return None if t is None else t.to(device=ref.device, dtype=ref.dtype)
 
 
-class LinearHead(Head):
-    r"""Global average (GAP) or max (GMP) pooling, then ``nn.Linear`` or a 1x1 ``nn.Conv2d`` (Zhou et al., eq. 2).
+class _ModuleWeights:
+    """The live ``[C, K]`` weights and ``[C]`` bias of a head's ``nn.Linear`` / 1x1 ``nn.Conv2d`` (``self.module``)."""
 
-    - logit: :math:`\mathrm{logit}_c = \sum_k w_{ck}\,\mathrm{pool}_{xy} f_k + b_c`
-    - map: :math:`M_c(x, y) = \sum_k w_{ck} f_k(x, y)` — no ReLU, no bias, as in the paper
-    - offset: :math:`b_c` (GAP: :math:`\mathrm{mean}_{xy} M_c + b_c = \mathrm{logit}_c` exactly)
-
-    Args:
-        module: the classifier; its weights are read live at every call (no copy).
-        pool: ``"avg"`` or ``"max"``.
-    """
-
-    def __init__(self, module: nn.Module, *, pool: Pool = "avg") -> None:
-        self.module = _linear_module(module)
-        self.pool = check_choice("pool", pool, ("avg", "max"))
+    module: nn.Linear | nn.Conv2d
 
     @property
     def weight(self) -> torch.Tensor:
@@ -173,6 +162,23 @@ class LinearHead(Head):
     @property
     def in_features(self) -> int:
         return int(self.weight.shape[1])
+
+
+class LinearHead(_ModuleWeights, Head):
+    r"""Global average (GAP) or max (GMP) pooling, then ``nn.Linear`` or a 1x1 ``nn.Conv2d`` (Zhou et al., eq. 2).
+
+    - logit: :math:`\mathrm{logit}_c = \sum_k w_{ck}\,\mathrm{pool}_{xy} f_k + b_c`
+    - map: :math:`M_c(x, y) = \sum_k w_{ck} f_k(x, y)` — no ReLU, no bias, as in the paper
+    - offset: :math:`b_c` (GAP: :math:`\mathrm{mean}_{xy} M_c + b_c = \mathrm{logit}_c` exactly)
+
+    Args:
+        module: the classifier; its weights are read live at every call (no copy).
+        pool: ``"avg"`` or ``"max"``.
+    """
+
+    def __init__(self, module: nn.Module, *, pool: Pool = "avg") -> None:
+        self.module = _linear_module(module)
+        self.pool = check_choice("pool", pool, ("avg", "max"))
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         pooled = _pool(features, self.pool)
@@ -273,7 +279,7 @@ def _sklearn_coef(estimator: Any) -> tuple[Any, Any]:
     return coef, np.ascontiguousarray(np.broadcast_to(intercept, coef.shape[:1]))
 
 
-class ReluConvHead(Head):
+class ReluConvHead(_ModuleWeights, Head):
     r"""A 1x1 convolution and a ReLU *before* global average pooling (torchvision SqueezeNet).
 
     - logit: :math:`\mathrm{logit}_c = \mathrm{mean}_{xy}\,\mathrm{relu}(\sum_k w_{ck} f_k(x, y) + b_c)`
@@ -285,24 +291,6 @@ class ReluConvHead(Head):
 
     def __init__(self, module: nn.Module) -> None:
         self.module = _linear_module(module)
-
-    @property
-    def weight(self) -> torch.Tensor:
-        """``Tensor[C, K]`` conv weights (a live view)."""
-        return _weight_2d(self.module)
-
-    @property
-    def bias(self) -> torch.Tensor | None:
-        b = getattr(self.module, "bias", None)
-        return b if isinstance(b, torch.Tensor) else None
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.weight.shape[0])
-
-    @property
-    def in_features(self) -> int:
-        return int(self.weight.shape[1])
 
     def _maps(self, features: torch.Tensor, classes: torch.Tensor | None) -> torch.Tensor:
         w = _like(self.weight, features)
