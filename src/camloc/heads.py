@@ -318,7 +318,7 @@ class ReluConvHead(_ModuleWeights, Head):
         return "1x1 conv -> ReLU -> avg-pool"
 
 
-class NormPoolHead(Head):
+class NormPoolHead(_ModuleWeights, Head):
     r"""Global average pooling, then LayerNorm over channels, then a linear layer (ConvNeXt-style heads).
 
     With :math:`p = \mathrm{mean}_{xy} f` the pooled vector of one image, :math:`\mu, \sigma` its LayerNorm
@@ -344,8 +344,8 @@ class NormPoolHead(Head):
             fail("norm", "an nn.LayerNorm", type(norm).__name__, type_error=True)
         assert isinstance(norm, nn.LayerNorm)
         self.norm = norm
-        self.classifier = _linear_module(classifier)
-        k = int(_weight_2d(self.classifier).shape[1])
+        self.module = _linear_module(classifier)
+        k = self.in_features
         if tuple(norm.normalized_shape) != (k,):
             fail(
                 "norm",
@@ -354,22 +354,9 @@ class NormPoolHead(Head):
             )
 
     @property
-    def weight(self) -> torch.Tensor:
-        """``Tensor[C, K]`` classifier weights (a live view)."""
-        return _weight_2d(self.classifier)
-
-    @property
-    def bias(self) -> torch.Tensor | None:
-        b = getattr(self.classifier, "bias", None)
-        return b if isinstance(b, torch.Tensor) else None
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.weight.shape[0])
-
-    @property
-    def in_features(self) -> int:
-        return int(self.weight.shape[1])
+    def classifier(self) -> nn.Linear | nn.Conv2d:
+        """The linear layer after the norm (the model's own module)."""
+        return self.module
 
     def _affine(self, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         k = self.in_features
