@@ -40,7 +40,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -190,6 +190,49 @@ def _collate(items: list[Any]) -> list[Any]:
     return items
 
 
+def stream_image_batches(
+    paths: Sequence[Path],
+    preprocess: Preprocess,
+    *,
+    batch_size: int,
+    device: str | torch.device,
+    workers: int | None,
+    progress: bool,
+    desc: str,
+) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """``(indices into paths, Tensor[B, 3, H, W] on device)`` batches through the one image pipeline, in order.
+
+    Every image is read; once one fails no more batches are yielded, and after the last batch a
+    :class:`~camloc.errors.CamlocValueError` names every unreadable file. ``workers=None``: up to 2 worker
+    processes when there is more than one batch. A tqdm bar (``desc``) with ``progress``.
+    """
+    if workers is None:
+        workers = min(2, os.cpu_count() or 1) if len(paths) > batch_size else 0
+    loader = torch.utils.data.DataLoader(
+        _Images(paths, preprocess), batch_size=batch_size, num_workers=workers, collate_fn=_collate
+    )
+    failures: list[str] = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(paths), unit="img", desc=desc, dynamic_ncols=True)
+    try:
+        for items in loader:
+            failures += [f"{paths[i]}: {err}" for i, _, err in items if err is not None]
+            good = [(i, x) for i, x, err in items if err is None]
+            if good and not failures:
+                yield [i for i, _ in good], torch.stack([x for _, x in good]).to(device)
+            if bar is not None:
+                bar.update(len(items))
+    finally:
+        if bar is not None:
+            bar.close()
+    if failures:
+        shown = "; ".join(failures[:5]) + (f"; ... (+{len(failures) - 5} more)" if len(failures) > 5 else "")
+        raise CamlocValueError(f"`data` must hold readable images; {len(failures)} could not be read: {shown}")
+
+
 def extract_pooled_features(
     model: nn.Module,
     preprocess: Preprocess,
@@ -216,36 +259,15 @@ def extract_pooled_features(
         check_choice("views", v, ("plain", "flip"))
     resolved = resolve_head(model)
     files = [Path(p) for p in paths]
-    if workers is None:
-        workers = min(2, os.cpu_count() or 1) if len(files) > batch_size else 0
-    loader = torch.utils.data.DataLoader(
-        _Images(files, preprocess), batch_size=batch_size, num_workers=workers, collate_fn=_collate
-    )
     out: dict[str, list[np.ndarray]] = {v: [] for v in views}
-    failures: list[str] = []
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(files), unit="img", desc="features", dynamic_ncols=True)
-    try:
-        with torch.no_grad():
-            for items in loader:
-                failures += [f"{files[i]}: {err}" for i, _, err in items if err is not None]
-                good = [x for _, x, err in items if err is None]
-                if good and not failures:
-                    x = torch.stack(good).to(device)
-                    for v in views:
-                        f, _ = resolved.run(x if v == "plain" else torch.flip(x, dims=[3]))
-                        out[v].append(f.float().mean(dim=(2, 3)).cpu().numpy())
-                if bar is not None:
-                    bar.update(len(items))
-    finally:
-        if bar is not None:
-            bar.close()
-    if failures:
-        shown = "; ".join(failures[:5]) + (f"; ... (+{len(failures) - 5} more)" if len(failures) > 5 else "")
-        raise CamlocValueError(f"`data` must hold readable images; {len(failures)} could not be read: {shown}")
+    batches = stream_image_batches(
+        files, preprocess, batch_size=batch_size, device=device, workers=workers, progress=progress, desc="features"
+    )
+    with torch.no_grad():
+        for _, x in batches:
+            for v in views:
+                f, _ = resolved.run(x if v == "plain" else torch.flip(x, dims=[3]))
+                out[v].append(f.float().mean(dim=(2, 3)).cpu().numpy())
     k = 0
     return {v: (np.concatenate(a) if a else np.zeros((0, k), np.float32)) for v, a in out.items()}
 

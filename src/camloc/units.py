@@ -91,58 +91,36 @@ def scan_units(
 
     Ties in a unit's score keep the earlier image. Unreadable images raise, naming every one of them.
     """
-    from camloc.errors import CamlocValueError
-    from camloc.fit import _collate, _Images
+    from camloc.fit import stream_image_batches
 
     check_number("n_top", n_top, low=1, integer=True)
     resolved, w = _linear_weight(model)
     k = int(w.shape[1])
     paths = [Path(p) for p, _ in items]
     labels = np.asarray([lbl for _, lbl in items], np.int64)
-    if workers is None:
-        workers = min(2, os.cpu_count() or 1) if len(paths) > batch_size else 0
-    loader = torch.utils.data.DataLoader(
-        _Images(paths, preprocess), batch_size=batch_size, num_workers=workers, collate_fn=_collate
-    )
     top_s = torch.full((k, n_top), -torch.inf)
     top_i = torch.full((k, n_top), -1, dtype=torch.long)
     top_l = torch.zeros((k, n_top), dtype=torch.long)  # flat index into the feature grid
     sums = torch.zeros((num_classes, k), dtype=torch.float64)
     size = (0, 0)
-    failures: list[str] = []
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(paths), unit="img", desc="units", dynamic_ncols=True)
-    try:
-        with torch.no_grad():
-            for batch in loader:
-                failures += [f"{paths[i]}: {err}" for i, _, err in batch if err is not None]
-                good = [(i, x) for i, x, err in batch if err is None]
-                if not good or failures:
-                    continue
-                idx = torch.tensor([i for i, _ in good])
-                f, _ = resolved.run(torch.stack([x for _, x in good]).to(device))
-                f = f.float().cpu()
-                size = (int(f.shape[2]), int(f.shape[3]))
-                flat = f.flatten(2)  # [B, K, hw]
-                s, loc = flat.max(dim=2)  # [B, K]
-                sums.index_add_(0, torch.from_numpy(labels[idx.numpy()]), flat.mean(dim=2).double())
-                cat_s = torch.cat([top_s, s.T], dim=1)
-                cat_i = torch.cat([top_i, idx[None].expand(k, -1)], dim=1)
-                cat_l = torch.cat([top_l, loc.T], dim=1)
-                # stable descending order: earlier images first among equal scores
-                order = torch.sort(cat_s, dim=1, descending=True, stable=True).indices[:, :n_top]
-                top_s, top_i, top_l = cat_s.gather(1, order), cat_i.gather(1, order), cat_l.gather(1, order)
-                if bar is not None:
-                    bar.update(len(batch))
-    finally:
-        if bar is not None:
-            bar.close()
-    if failures:
-        shown = "; ".join(failures[:5]) + (f"; ... (+{len(failures) - 5} more)" if len(failures) > 5 else "")
-        raise CamlocValueError(f"`data` must hold readable images; {len(failures)} could not be read: {shown}")
+    batches = stream_image_batches(
+        paths, preprocess, batch_size=batch_size, device=device, workers=workers, progress=progress, desc="units"
+    )
+    with torch.no_grad():
+        for good, x in batches:
+            idx = torch.tensor(good)
+            f, _ = resolved.run(x)
+            f = f.float().cpu()
+            size = (int(f.shape[2]), int(f.shape[3]))
+            flat = f.flatten(2)  # [B, K, hw]
+            s, loc = flat.max(dim=2)  # [B, K]
+            sums.index_add_(0, torch.from_numpy(labels[idx.numpy()]), flat.mean(dim=2).double())
+            cat_s = torch.cat([top_s, s.T], dim=1)
+            cat_i = torch.cat([top_i, idx[None].expand(k, -1)], dim=1)
+            cat_l = torch.cat([top_l, loc.T], dim=1)
+            # stable descending order: earlier images first among equal scores
+            order = torch.sort(cat_s, dim=1, descending=True, stable=True).indices[:, :n_top]
+            top_s, top_i, top_l = cat_s.gather(1, order), cat_i.gather(1, order), cat_l.gather(1, order)
     counts = np.bincount(labels, minlength=num_classes).astype(np.int64)
     mean = sums.numpy() / np.maximum(counts, 1)[:, None]
     w_grid = max(size[1], 1)
