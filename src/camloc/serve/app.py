@@ -37,8 +37,8 @@ from typing import Annotated, Any, Literal
 
 from camloc import __version__
 from camloc._checks import check_number
-from camloc.errors import CamlocError, ImageLoadError
-from camloc.serve.engine import METHODS, Engine, UnknownUploadError, is_decompression_bomb
+from camloc.errors import CamlocError, ImageLoadError, ImageTooLargeError
+from camloc.serve.engine import METHODS, Engine, UnknownUploadError
 
 try:
     from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
@@ -104,7 +104,7 @@ async def _send_json(send: _Send, status: int, obj: dict[str, Any]) -> None:
 
 
 def _image_error_status(e: ImageLoadError) -> int:
-    if is_decompression_bomb(e):
+    if isinstance(e, ImageTooLargeError):
         return 400
     if "not an image file" in str(e):
         return 415

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from camloc._checks import check_number, fail
-from camloc.errors import CamlocValueError, ImageLoadError, ImageTooLargeError
+from camloc.errors import CamlocValueError, ImageLoadError
 
 __all__ = [
     "METHODS",
@@ -38,7 +38,6 @@ __all__ = [
     "Engine",
     "ModelSource",
     "UnknownUploadError",
-    "is_decompression_bomb",
     "parse_classes",
 ]
 
@@ -48,11 +47,6 @@ METHODS: tuple[str, ...] = ("cam",)
 
 class UnknownUploadError(CamlocValueError):
     """A map was asked for an upload that is not (or no longer) in the cache."""
-
-
-def is_decompression_bomb(error: ImageLoadError) -> bool:
-    """Whether ``error`` is :func:`camloc.data.images.decode_image` refusing an image for its pixel count."""
-    return isinstance(error, ImageTooLargeError)
 
 
 @dataclass(frozen=True)
