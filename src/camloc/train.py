@@ -8,31 +8,11 @@ from __future__ import annotations
 
 import sys
 
-from camloc.training import (
-    EpochStats,
-    TrainConfig,
-    TrainResult,
-    add_train_arguments,
-    config_from_args,
-    load_checkpoint,
-    main,
-    register_cli,
-    run_train,
-    train,
-)
+from camloc import training
+from camloc.training import *  # noqa: F403 - the package's public names, listed once in its __all__
+from camloc.training import main
 
-__all__ = [
-    "EpochStats",
-    "TrainConfig",
-    "TrainResult",
-    "add_train_arguments",
-    "config_from_args",
-    "load_checkpoint",
-    "main",
-    "register_cli",
-    "run_train",
-    "train",
-]
+__all__ = list(training.__all__)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
