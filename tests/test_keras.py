@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("KERAS_BACKEND", "torch")  # before keras is first imported
+os.environ["KERAS_BACKEND"] = os.environ.get("KERAS_BACKEND") or "torch"  # before keras is first imported
 
 import pytest
 import torch
