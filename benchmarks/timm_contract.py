@@ -138,11 +138,24 @@ def _module_of(name: str) -> str:
     return str(_registry._model_to_module.get(name, "?"))
 
 
+def round_robin(names: list[str]) -> list[str]:
+    """``names`` reordered: the first of every timm module, then the second of every module, and so on."""
+    by_module: dict[str, list[str]] = collections.defaultdict(list)
+    for n in names:
+        by_module[_module_of(n)].append(n)
+    queues = [by_module[m] for m in sorted(by_module)]
+    out: list[str] = []
+    for i in range(max((len(q) for q in queues), default=0)):
+        out += [q[i] for q in queues if i < len(q)]
+    return out
+
+
 def summarize(records: list[dict[str, Any]]) -> str:
     """Counts and shares per status, and the refusal reasons grouped by their first words."""
     n = len(records)
     counts = collections.Counter(r["status"] for r in records)
-    lines = [f"{n} architectures"]
+    modules = {r.get("module", "?") for r in records}
+    lines = [f"{n} architectures from {len(modules)} timm modules"]
     lines += [f"  {k:12s} {v:5d}  {100 * v / max(n, 1):5.1f}%" for k, v in counts.most_common()]
     reasons = collections.Counter(
         " ".join(r["reason"].split(":")[0].split()[1:9]) for r in records if r["status"] == "refused"
@@ -173,6 +186,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=int, default=240, help="seconds per architecture")
     ap.add_argument("--max-params", type=int, default=300_000_000)
     ap.add_argument("--summary-only", action="store_true")
+    ap.add_argument(
+        "--order",
+        choices=("name", "round-robin"),
+        default="name",
+        help="round-robin: one architecture of each timm module in turn, so every family is covered early",
+    )
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)
@@ -183,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
                 r = json.loads(line)
                 done[r["name"]] = r
     names = [n for n in timm.list_models() if fnmatch.fnmatch(n, args.filter)]
+    if args.order == "round-robin":
+        names = round_robin(names)
     if args.limit:
         names = names[: args.limit]
     if not args.summary_only:
