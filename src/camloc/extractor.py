@@ -185,6 +185,7 @@ class CAM:
 
 
 def _device(model: nn.Module) -> torch.device | None:
-    for p in model.parameters():
+    params = getattr(model, "parameters", None)  # Keras models on other backends have none: inputs stay put
+    for p in params() if callable(params) else ():
         return p.device
     return None

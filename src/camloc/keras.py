@@ -7,18 +7,23 @@ logits are the Dense layer's pre-activation ``p @ kernel + bias`` (taken before 
 the GAP layer's input (the last convolutional block), and the maps are the paper's ``M_c = sum_k kernel[k, c] f_k``
 (:class:`DenseHead`, a :class:`~camloc.heads.LinearHead` on the Dense layer's live kernel).
 
-Conventions: the model runs on the **torch backend** (``KERAS_BACKEND=torch`` before keras is first imported),
-where Keras layers are ``torch.nn.Module`` s and their variables torch parameters. camloc's inputs stay
-``x [N, 3, H, W]`` (as everywhere in camloc, so ``explain`` / ``evaluate`` pipelines work unchanged); they are
-permuted to the channels-last ``[N, H, W, 3]`` a Keras model takes, and the ``[N, h, w, K]`` features back to
-``[N, K, h, w]``. The identity is checked against the model's own GAP output and Dense weights, and
-``activation(logits)`` against ``model(x)``.
+Backends: on the **torch backend** (``KERAS_BACKEND=torch`` before keras is first imported) Keras layers are
+``torch.nn.Module`` s and their variables torch parameters: the maps are computed on the model's own tensors (live
+weights, on the model's device, differentiable with ``CAM(..., differentiable=True)``). On any other backend (JAX,
+TensorFlow) the Keras sub-model up to the GAP layer runs on that backend and its features are converted to a
+CPU float tensor (``keras.ops.convert_to_numpy``); the Dense kernel is read the same way at each call. Maps and
+logits are then exactly as on torch, but not differentiable. camloc's inputs stay ``x [N, 3, H, W]`` (as
+everywhere in camloc, so ``explain`` / ``evaluate`` pipelines work unchanged); they are permuted to the
+channels-last ``[N, H, W, 3]`` a Keras model takes, and the ``[N, h, w, K]`` features back to ``[N, K, h, w]``.
+The identity is checked against the model's own GAP output and Dense weights, and ``activation(logits)`` against
+``model(x)``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -67,13 +72,12 @@ class DenseHead(LinearHead):
 
 
 def _tensor(v: Any) -> torch.Tensor:
+    """A Keras variable or backend tensor as a torch tensor: the tensor itself on the torch backend, else a CPU
+    copy of its current value."""
     t = getattr(v, "value", v)
-    if not isinstance(t, torch.Tensor):
-        raise UnsupportedModelError(
-            "Keras variables are not torch tensors: camloc runs Keras models on the torch backend; set "
-            "KERAS_BACKEND=torch before importing keras"
-        )
-    return t
+    if isinstance(t, torch.Tensor):
+        return t
+    return torch.from_numpy(np.array(_keras().ops.convert_to_numpy(t)))
 
 
 def _producer(model: Any, tensor: Any) -> Any:
@@ -97,11 +101,10 @@ def keras_resolved(model: Any, *, features: Any = None, classifier: Any = None, 
     from camloc.resolve import ResolvedHead
 
     keras = _keras()
-    if keras.config.backend() != "torch" or not isinstance(model, nn.Module):
-        raise UnsupportedModelError(
-            f"Keras model on the {keras.config.backend()!r} backend: camloc runs Keras models on the torch backend; "
-            "set KERAS_BACKEND=torch before importing keras"
-        )
+    backend = keras.config.backend()
+    on_torch = backend == "torch"
+    if on_torch and not isinstance(model, nn.Module):  # pragma: no cover - keras 3 on torch builds modules
+        raise UnsupportedModelError(f"Keras model {type(model).__name__} is not a torch module on the torch backend")
     if features is not None or classifier is not None or pool not in (None, "avg"):
         fail("features/classifier/pool", "left out for a Keras model (its GAP -> Dense head is found)", "given")
     name = f"keras {type(model).__name__} {getattr(model, 'name', '')!r}"
@@ -128,25 +131,31 @@ def keras_resolved(model: Any, *, features: Any = None, classifier: Any = None, 
         )
     gap = cur
     channels_last = getattr(gap, "data_format", "channels_last") == "channels_last"
-    trunk_model = keras.Model(model.inputs, gap.input)
-    pooled_model = keras.Model(model.inputs, gap.output)
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs  # one tensor in, as it is called
+    trunk_model = keras.Model(inputs, gap.input)
+    pooled_model = keras.Model(inputs, gap.output)
 
-    def to_input(x: torch.Tensor) -> torch.Tensor:
-        return x.permute(0, 2, 3, 1) if channels_last else x
+    def to_input(x: torch.Tensor) -> Any:
+        x = x.permute(0, 2, 3, 1) if channels_last else x
+        return x if on_torch else x.detach().cpu().numpy()
+
+    def run(sub: Any, x: torch.Tensor) -> torch.Tensor:
+        out = sub(to_input(x))
+        return out if on_torch else _tensor(out).to(x.device)
 
     def trunk(x: torch.Tensor) -> torch.Tensor:
-        f = trunk_model(to_input(x))
+        f = run(trunk_model, x)
         return f.permute(0, 3, 1, 2) if channels_last else f
 
     head = DenseHead(dense)
 
     def reference(x: torch.Tensor) -> torch.Tensor:
         # The model's own pooling and Dense weights; the model's output must be activation(logits).
-        p = pooled_model(to_input(x)).flatten(1)
-        logits = p @ _tensor(dense.kernel)
+        p = run(pooled_model, x).flatten(1)
+        logits = p @ _tensor(dense.kernel).to(p)
         if dense.bias is not None:
-            logits = logits + _tensor(dense.bias)
-        probs = model(to_input(x))
+            logits = logits + _tensor(dense.bias).to(p)
+        probs = run(model, x)
         expect = logits.softmax(dim=1) if act == "softmax" else logits
         if not isinstance(probs, torch.Tensor) or probs.shape != expect.shape:
             raise UnsupportedModelError(f"{name}: model(x) is not the Dense layer's output")
@@ -155,6 +164,5 @@ def keras_resolved(model: Any, *, features: Any = None, classifier: Any = None, 
             raise UnsupportedModelError(f"{name}: model(x) differs from {act}(GAP -> Dense); not a GAP head")
         return logits
 
-    return ResolvedHead(
-        model, trunk, head, f"{name} (GlobalAveragePooling2D -> Dense, {act})", True, None, reference, False
-    )
+    source = f"{name} (GlobalAveragePooling2D -> Dense, {act}; {backend} backend)"
+    return ResolvedHead(model, trunk, head, source, True, None, reference, False)
