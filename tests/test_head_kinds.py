@@ -11,8 +11,9 @@ import torchvision
 from torch import nn
 
 import camloc
-from camloc.errors import CamlocValueError, UnsupportedModelError
+from camloc.errors import CamlocTypeError, CamlocValueError, UnsupportedModelError
 from camloc.heads import (
+    BatchNormPoolHead,
     Head,
     LinearHead,
     NormPoolHead,
@@ -140,6 +141,62 @@ def test_norm_pool_head_matches_layernorm_linear_forward(affine):
     g = m.norm.weight if affine else torch.ones(6, dtype=torch.float64)
     hand = (m.fc.weight[2] * g * (f[1, :, 4, 3] - mu[1]) / sigma[1]).sum()
     torch.testing.assert_close(maps[1, 2, 4, 3], hand)
+
+
+class BnAfterPool(nn.Module):
+    """GAP -> BatchNorm1d (running statistics) -> Linear, with non-trivial statistics."""
+
+    def __init__(self, affine: bool) -> None:
+        super().__init__()
+        self.body = nn.Conv2d(3, 6, 3)
+        self.norm = nn.BatchNorm1d(6, affine=affine, eps=1e-3)
+        self.fc = nn.Linear(6, 4)
+        with torch.no_grad():
+            self.norm.running_mean.normal_()
+            self.norm.running_var.uniform_(0.2, 3.0)
+            if affine:
+                self.norm.weight.normal_()
+                self.norm.bias.normal_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.norm(self.body(x).mean((2, 3))))
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_batchnorm_pool_head_folds_the_running_statistics(affine):
+    torch.manual_seed(0)
+    m = BnAfterPool(affine=affine).double().eval()
+    x = torch.randn(3, 3, 8, 7, dtype=torch.float64)
+    f = m.body(x)
+    head = BatchNormPoolHead(m.norm, m.fc)
+    with torch.no_grad():
+        ref = m(x)
+    torch.testing.assert_close(head.logits(f), ref, rtol=1e-12, atol=1e-12)
+    cls = _classes(3, 4)
+    maps = head.maps(f, cls)
+    torch.testing.assert_close(maps.mean((2, 3)) + head.offset(cls), ref, rtol=1e-12, atol=1e-12)
+    # a_k = gamma_k / sqrt(var_k + eps); M_c(x, y) = sum_k W_ck a_k f_k(x, y), by hand for one pixel
+    g = m.norm.weight if affine else torch.ones(6, dtype=torch.float64)
+    a = g / (m.norm.running_var + 1e-3).sqrt()
+    torch.testing.assert_close(maps[1, 2, 4, 3], (m.fc.weight[2] * a * f[1, :, 4, 3]).sum())
+    beta = m.norm.bias if affine else torch.zeros(6, dtype=torch.float64)
+    torch.testing.assert_close(head.offset(cls)[0], m.fc.weight @ (beta - a * m.norm.running_mean) + m.fc.bias)
+    # live: a changed running statistic changes the head at once
+    with torch.no_grad():
+        m.norm.running_var.mul_(4.0)
+        torch.testing.assert_close(head.logits(f), m(x), rtol=1e-12, atol=1e-12)
+
+
+def test_batchnorm_pool_head_is_found_on_a_timm_style_model_and_refused_without_running_stats():
+    torch.manual_seed(0)
+    m = BnAfterPool(affine=True).double().eval()
+    cam = camloc.CAM(m, features="body", classifier=BatchNormPoolHead(m.norm, m.fc))
+    out = cam(torch.randn(2, 3, 8, 8, dtype=torch.float64), classes=torch.arange(4))
+    torch.testing.assert_close(out.maps.mean((2, 3)) + cam.head.offset(out.classes), out.logits)
+    with pytest.raises(CamlocValueError, match="running statistics"):
+        BatchNormPoolHead(nn.BatchNorm1d(6, track_running_stats=False), m.fc)
+    with pytest.raises(CamlocTypeError, match="BatchNorm1d"):
+        BatchNormPoolHead(nn.LayerNorm(6), m.fc)
 
 
 def test_norm_pool_head_is_usable_explicitly_and_needed():

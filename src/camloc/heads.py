@@ -18,6 +18,9 @@ such identity; their maps are still the paper's :math:`\sum_k w^c_k f_k`.
 - :class:`NormPoolHead` (GAP, LayerNorm, linear; ConvNeXt-style): logit :math:`W\,\mathrm{LN}(p) + b`,
   map :math:`\sum_k W_{ck}\gamma_k (f_k - \mu)/\sigma` with the image's pooled statistics, offset
   :math:`(W\beta + b)_c`.
+- :class:`BatchNormPoolHead` (GAP, BatchNorm1d with running statistics, linear; LeViT, EfficientViT-MSRA, SHViT):
+  the norm is a fixed affine map in eval mode, folded into the linear layer: a :class:`LinearHead` with
+  :math:`W' = W\,\mathrm{diag}(a)`, :math:`b' = W d + b`.
 
 Heads built on a model's own modules read their weights *live* (no copies): training updates, ``.to(device)``
 and ``.half()`` on the model are followed. To add a head kind, subclass :class:`Head` and implement
@@ -47,6 +50,7 @@ from camloc.cam import class_activation_maps
 from camloc.errors import UnsupportedModelError
 
 __all__ = [
+    "BatchNormPoolHead",
     "Head",
     "LinearHead",
     "NormPoolHead",
@@ -413,6 +417,84 @@ class NormPoolHead(_ModuleWeights, Head):
 
     def describe(self) -> str:
         return "avg-pool -> LayerNorm -> linear"
+
+
+class BatchNormPoolHead(LinearHead):
+    r"""Global average pooling, then ``BatchNorm1d`` over channels, then a linear layer (LeViT-style heads).
+
+    In eval mode the norm uses its running statistics, so it is the fixed affine map
+    :math:`p \mapsto a \odot p + d` with :math:`a = \gamma/\sqrt{\mathrm{var} + \epsilon}` and
+    :math:`d = \beta - a \odot \mathrm{mean}`; folded into the classifier it is a :class:`LinearHead` with
+
+    - weights :math:`W'_{ck} = W_{ck} a_k`, bias :math:`b' = W d + b`;
+    - map :math:`M_c(x, y) = \sum_k W_{ck} a_k f_k(x, y)`, offset :math:`b'_c`, and the identity is exact.
+
+    Exact in eval mode only: in training mode the norm uses the batch's statistics (the check of
+    :class:`camloc.CAM` runs in eval mode). Weights and statistics are read live.
+
+    Args:
+        norm: ``nn.BatchNorm1d`` over ``K`` channels that tracks running statistics.
+        classifier: ``nn.Linear`` or 1x1 ``nn.Conv2d`` on the normalised vector.
+    """
+
+    def __init__(self, norm: nn.Module, classifier: nn.Module) -> None:
+        if not isinstance(norm, nn.BatchNorm1d):
+            fail("norm", "an nn.BatchNorm1d", type(norm).__name__, type_error=True)
+        assert isinstance(norm, nn.BatchNorm1d)
+        super().__init__(classifier, pool="avg")
+        k = int(_weight_2d(self.module).shape[1])
+        if norm.num_features != k or norm.running_mean is None or norm.running_var is None:
+            fail(
+                "norm",
+                f"a BatchNorm1d over the classifier's {k} input features with running statistics",
+                f"num_features {norm.num_features}, track_running_stats={norm.track_running_stats}",
+            )
+        self.norm = norm
+
+    def _affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(a, d)``, both ``Tensor[K]``: the eval-mode norm is ``p -> a * p + d``."""
+        n = self.norm
+        assert n.running_mean is not None and n.running_var is not None
+        a = (n.running_var + n.eps).rsqrt()
+        if isinstance(n.weight, torch.Tensor):
+            a = a * n.weight
+        d = -a * n.running_mean
+        if isinstance(n.bias, torch.Tensor):
+            d = d + n.bias
+        return a, d
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """``Tensor[C, K]``: the classifier's weights times the norm's scale (computed from live parameters)."""
+        w = _weight_2d(self.module)
+        a, _ = self._affine()
+        return w * a.to(w)
+
+    @property
+    def bias(self) -> torch.Tensor:
+        """``Tensor[C]``: ``W d + b``."""
+        w = _weight_2d(self.module)
+        _, d = self._affine()
+        b = w @ d.to(w)
+        own = getattr(self.module, "bias", None)
+        return b if not isinstance(own, torch.Tensor) else b + own
+
+    def scale(self, features: torch.Tensor) -> torch.Tensor:
+        mag = features.detach().abs().double().mean(dim=(2, 3))  # [N, K]
+        a, d = (t.detach().double() for t in self._affine())
+        n = self.norm
+        assert n.running_mean is not None
+        w = _weight_2d(self.module).detach().double().abs()
+        inner = mag * a.abs() + (a * n.running_mean.detach().double()).abs() + d.abs()  # every term's size
+        own = getattr(self.module, "bias", None)
+        out = inner @ w.T
+        return out if not isinstance(own, torch.Tensor) else out + own.detach().abs().double()
+
+    def modules(self) -> tuple[nn.Module, ...]:
+        return (self.norm, self.module)
+
+    def describe(self) -> str:
+        return "avg-pool -> BatchNorm1d (running statistics) -> linear"
 
 
 # --------------------------------------------------------------------------------------------- the identity check

@@ -28,7 +28,16 @@ from torch import nn
 
 from camloc._checks import check_choice, fail
 from camloc.errors import UnsupportedModelError
-from camloc.heads import Head, LinearHead, NormPoolHead, Pool, ReluConvHead, SklearnHead, _linear_module
+from camloc.heads import (
+    BatchNormPoolHead,
+    Head,
+    LinearHead,
+    NormPoolHead,
+    Pool,
+    ReluConvHead,
+    SklearnHead,
+    _linear_module,
+)
 
 __all__ = ["CamHead", "ResolvedHead", "resolve_head"]
 
@@ -341,11 +350,38 @@ def _norm_kind(mod: nn.Module, k: int | None) -> bool:
     return isinstance(mod, nn.LayerNorm) and (k is None or tuple(mod.normalized_shape) == (k,))
 
 
+def _leaves(mods: list[tuple[str, nn.Module]]) -> list[tuple[str, nn.Module]]:
+    """``mods`` with containers replaced by their leaf modules (norms and linear layers count as leaves), each
+    module once: a head module listed with its children is checked once, through its children."""
+    out: list[tuple[str, nn.Module]] = []
+    seen: set[int] = set()
+
+    def visit(key: str, m: nn.Module) -> None:
+        kids = list(m.named_children())
+        if kids and not isinstance(m, nn.LayerNorm | nn.BatchNorm1d | nn.Linear | nn.Conv2d):
+            for k2, c in kids:
+                visit(f"{key}.{k2}", c)
+        elif id(m) not in seen:
+            seen.add(id(m))
+            out.append((key, m))
+
+    for key, m in mods:
+        visit(key, m)
+    return out
+
+
+def _batchnorm_kind(mod: nn.Module, k: int) -> bool:
+    """A BatchNorm1d over ``k`` channels with running statistics (a fixed affine map in eval mode)."""
+    return isinstance(mod, nn.BatchNorm1d) and mod.num_features == k and mod.track_running_stats
+
+
 def _timm_contract(model: nn.Module, pool: Pool | None, swap: bool) -> tuple[Features, Head | None, str, int | None]:
     """Trunk and head of a model following timm's contract; module docstring of :mod:`camloc.resolve`.
 
-    Between the pooling and the classifier only pass-throughs and at most one LayerNorm over the channels are
-    allowed (the LayerNorm gives a :class:`~camloc.heads.NormPoolHead`); the features may be NCHW, NHWC or tokens.
+    Between the pooling and the classifier only pass-throughs and at most one norm over the channels are allowed:
+    a LayerNorm (:class:`~camloc.heads.NormPoolHead`) or a BatchNorm1d with running statistics
+    (:class:`~camloc.heads.BatchNormPoolHead`, timm's ``NormLinear`` included); the features may be NCHW, NHWC or
+    tokens. timm's ``ClassifierHead`` returned as the classifier is unwrapped to its ``fc``.
     """
     name = type(model).__name__
     source = f"{name} (forward_features/forward_head contract)"
@@ -403,6 +439,12 @@ def _timm_contract(model: nn.Module, pool: Pool | None, swap: bool) -> tuple[Fea
         )
     if isinstance(clf, nn.Identity) or clf is None:
         raise UnsupportedModelError(f"{name} has no classifier (created with num_classes=0); CAM needs one")
+    norm: nn.Module | None = None
+    wrapped = dict(clf.named_children()) if isinstance(clf, nn.Module) else {}
+    if isinstance(wrapped.get("fc"), nn.Linear) and isinstance(wrapped.get("global_pool"), nn.Module):
+        clf = wrapped["fc"]  # timm's ClassifierHead (pool -> drop -> fc) returned as the classifier
+    elif isinstance(wrapped.get("bn"), nn.BatchNorm1d) and isinstance(wrapped.get("linear"), nn.Linear):
+        norm, clf = wrapped["bn"], wrapped["linear"]  # timm's NormLinear (BatchNorm1d -> drop -> linear)
     if not isinstance(clf, nn.Linear | nn.Conv2d):
         raise UnsupportedModelError(
             f"{name}'s classifier is {type(clf).__name__}, not nn.Linear / a 1x1 nn.Conv2d (a hidden layer or a "
@@ -412,12 +454,11 @@ def _timm_contract(model: nn.Module, pool: Pool | None, swap: bool) -> tuple[Fea
     clf = _linear_module(clf)
     kind = _pool_kind(name, pool_type if isinstance(pool_type, str) else None, pool)
     kin = int(clf.weight.shape[1])
-    norm: nn.Module | None = None
     suspicious: list[str] = []
-    for key, mod in post:
-        if mod is clf or _is_pass_through(mod):
+    for key, mod in _leaves(post):
+        if mod is clf or mod is norm or _is_pass_through(mod):
             continue
-        if norm is None and _norm_kind(mod, kin) and kind == "avg":
+        if norm is None and (_norm_kind(mod, kin) or _batchnorm_kind(mod, kin)) and kind == "avg":
             norm = mod
             continue
         suspicious.append(f"{key} ({type(mod).__name__})")
@@ -436,7 +477,15 @@ def _timm_contract(model: nn.Module, pool: Pool | None, swap: bool) -> tuple[Fea
             "sits between the pooled features and the classifier, so a class activation map is not defined. "
             + ALTERNATIVES.replace("NAME", _arch(model))
         )
-    head: Head = LinearHead(clf, pool=kind) if norm is None else NormPoolHead(norm, clf)
+    head: Head
+    if norm is None:
+        head = LinearHead(clf, pool=kind)
+    elif isinstance(norm, nn.BatchNorm1d):
+        if kind != "avg":
+            raise UnsupportedModelError(f"{name} max-pools before its BatchNorm1d head; CAM needs avg pooling here")
+        head = BatchNormPoolHead(norm, clf)
+    else:
+        head = NormPoolHead(norm, clf)
     trunk = _TimmTrunk(model, kin, layout, prefix, _model_stride(model))
     what = ", NHWC features" if layout == "NHWC" else ""
     if token_pool:
