@@ -289,7 +289,6 @@ def register_synthetic(p: argparse.ArgumentParser) -> None:
 COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("explain", "camloc.cli:register_explain", "top-k classes, CAM overlays and boxes for image files or folders"),
     ("models", "camloc.cli:register_models", "list the built-in models"),
-    ("export", "camloc.cli_export:register", "export a model's CAM graph (top-k classes and maps) to ONNX"),
     ("synthetic", "camloc.cli:register_synthetic", "write the synthetic weak-localization data set (CSV + masks)"),
     (
         "evaluate",
@@ -304,6 +303,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
         "camloc.serve.cli:register",
         "a local web app and JSON API: drop photos, see their classes, maps and boxes",
     ),
+    ("export", "camloc.cli_export:register", "export a model's CAM graph (top-k classes and maps) to ONNX"),
 )
 
 

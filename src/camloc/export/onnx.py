@@ -222,7 +222,8 @@ def export_onnx(
             # camloc's argument checks become constants in the trace (they check shapes fixed by the export);
             # the check below runs the graph at other batch sizes against the PyTorch forward
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            warnings.filterwarnings("ignore", message=".*TorchScript-based ONNX export", category=DeprecationWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter's own deprecation notices
+            warnings.simplefilter("ignore", FutureWarning)
             torch.onnx.export(
                 graph,
                 (xs[2],),
