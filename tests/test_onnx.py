@@ -21,10 +21,10 @@ import torch
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-import camloc  # noqa: E402
-from camloc.errors import CamlocError, CamlocValueError, UnsupportedModelError  # noqa: E402
-from camloc.export.onnx import METADATA_KEY, OUTPUTS, OnnxCAM, export_onnx, read_onnx_metadata  # noqa: E402
-from camloc.models.registry import ModelInfo  # noqa: E402
+import camloc
+from camloc.errors import CamlocError, CamlocValueError, UnsupportedModelError
+from camloc.export.onnx import METADATA_KEY, OUTPUTS, OnnxCAM, export_onnx, read_onnx_metadata
+from camloc.models.registry import ModelInfo
 
 ASSETS = Path(camloc.__file__).parent / "assets"
 TOL = {"logits": 1e-4, "scores": 1e-5, "maps": 1e-4}
@@ -59,7 +59,7 @@ def _compare(producer: OnnxCAM, model: torch.nn.Module, x: torch.Tensor, k: int)
 
 
 def test_lite0_onnxruntime_equals_pytorch_with_a_dynamic_batch(lite0) -> None:
-    model, info, path = lite0
+    model, _, path = lite0
     producer = OnnxCAM(path)
     g = torch.Generator().manual_seed(3)
     for n in (1, 3):  # the graph was traced at batch 2
@@ -108,9 +108,8 @@ def test_zoo_models_with_random_weights(spec: str, kind: str, tmp_path: Path) ->
 
 
 def test_upsampled_maps_equal_camloc_upsampling_and_modes_are_restored(tmp_path: Path) -> None:
-    from conftest import TinyGap
-
     from camloc.models.registry import Preprocess
+    from conftest import TinyGap
 
     torch.manual_seed(0)
     model = TinyGap(num_classes=4)
@@ -233,10 +232,9 @@ def test_bad_files_are_camloc_errors(tmp_path: Path) -> None:
 
 
 def test_export_argument_errors_and_atomic_write(tmp_path: Path, monkeypatch) -> None:
-    from conftest import TinyGap
-
     from camloc.export import onnx as mod
     from camloc.models.registry import Preprocess
+    from conftest import TinyGap
 
     model = TinyGap(num_classes=5).eval()
     info = ModelInfo("tiny", tuple("abcde"), Preprocess(size=(16, 16)))

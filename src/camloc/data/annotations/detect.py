@@ -62,8 +62,9 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     ``bounding_boxes.txt`` (``cub``, also under ``CUB_200_2011/``), ``wnids.txt`` + ``val/`` or ``train/``
     (``tiny_imagenet``), ``LOC_val_solution.csv`` (``ilsvrc_csv``), ``Annotations/`` + ``JPEGImages/`` (``voc``,
     or ``ilsvrc_xml`` when the first object name is a wnid), XML files or an ILSVRC XML sub-folder
-    (``ilsvrc_xml``), a CSV with the simple header (``csv``), a COCO instances ``.json`` file or a folder holding
-    ``instances.json`` / one ``annotations/instances_*.json`` (``coco``). Raises if nothing matches.
+    (``ilsvrc_xml``; before it: a folder holding ``instances.json`` / one ``annotations/instances_*.json``,
+    ``coco``), a CSV with the simple header (``csv``); a COCO instances ``.json`` file (``coco``). Raises if
+    nothing matches.
     """
     p = as_path("path", path)
     if p.is_file():
@@ -96,12 +97,12 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     if (p / "Annotations").is_dir() and (p / "JPEGImages").is_dir():
         name = _first_object_name(p / "Annotations")
         return "ilsvrc_xml" if name is not None and WNID_RE.fullmatch(name) else "voc"
+    if find_coco_file(p, None) is not None and not _has_xml(p / "annotations"):  # COCO: annotations/instances_*.json
+        return "coco"
     if _has_xml(p) or any((p / d).is_dir() for d in _ILSVRC_XML_DIRS) or (p / "ILSVRC").is_dir():
         return "ilsvrc_xml"
     if any(_find_simple_csv(c) is not None for c in (p, *(p / s for s in _CSV_DEFAULT_SPLITS), p / "train")):
         return "csv"
-    if find_coco_file(p, None) is not None:
-        return "coco"
     raise CamlocValueError(
         "`path` must be a dataset folder in a known layout (wsolevaluation metadata, CUB-200-2011, Tiny-ImageNet, "
         "Kaggle ILSVRC, PASCAL VOC, ILSVRC XML, simple CSV, COCO instances JSON); got "
