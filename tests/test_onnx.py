@@ -200,6 +200,9 @@ def test_export_cli_and_its_errors(tmp_path: Path, capsys) -> None:
     # --topk above the graph's K
     assert main(["explain", str(ASSETS / "cat.jpg"), "--onnx", str(out), "--out", str(tmp_path / "e")]) == 2
     assert "`--topk` must be <= 2" in capsys.readouterr().err
+    argv = ["explain", str(ASSETS / "cat.jpg"), "--onnx", str(out), "--topk", "2", "--weights", str(out)]
+    assert main(argv) == 2
+    assert "`--weights` must not be given with `--onnx`" in capsys.readouterr().err
     # models without an exact CAM are refused before anything is written
     assert main(["export", "--model", "torchvision:mobilenet_v3_small", "--out", str(tmp_path / "v.onnx")]) == 2
     assert "not supported" in capsys.readouterr().err and not (tmp_path / "v.onnx").exists()

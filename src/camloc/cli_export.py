@@ -140,6 +140,9 @@ def onnx_producer(args: argparse.Namespace) -> Any:
     from camloc.errors import CamlocValueError
     from camloc.export.onnx import OnnxCAM
 
+    for opt in ("checkpoint", "weights"):
+        if getattr(args, opt, None) is not None:
+            raise CamlocValueError(f"`--{opt}` must not be given with `--onnx` (the graph carries its own weights)")
     producer = OnnxCAM(args.onnx, device=args.device, threads=args.threads)
     if min(args.topk, producer.info.num_classes) > producer.topk:
         raise CamlocValueError(
