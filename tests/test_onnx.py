@@ -1,6 +1,6 @@
 """ONNX export (``camloc export``, :func:`camloc.export.export_onnx`) and ``explain --onnx`` (:class:`OnnxCAM`).
 
-Tolerances were measured here (onnxruntime 1.23 CPU vs torch 2.x CPU, float32, random N(0, 1) inputs): largest
+Tolerances were measured here (onnxruntime 1.32 CPU vs torch 2.14 CPU, float32, random N(0, 1) inputs): largest
 absolute errors lite0 (ImageNet weights, 224 px) logits 4.4e-6, maps 1.6e-5 (maps up to ~14); torchvision
 resnet18 (random weights) logits 2.9e-6, maps 9.5e-6; timm convnext_atto (NormPoolHead, random weights) logits
 1.2e-6, maps 8.1e-6; squeezenet1_1 (ReluConvHead) maps 1.3e-6. The tests assert 1e-4 (logits and maps) and
