@@ -771,7 +771,7 @@ def test_read_dataset_options_and_detection_errors(tmp_path: Path) -> None:
     with pytest.raises(CamlocTypeError, match=r"`options` must be options of read_csv .*; got bogus"):
         read_dataset(p, bogus=1)
     with pytest.raises(CamlocValueError, match="`format` must be 'auto' or one of 'ilsvrc_xml'"):
-        read_dataset(p, format="coco")
+        read_dataset(p, format="kitti")  # not a format camloc reads
     with pytest.raises(CamlocValueError, match="`path` must be a dataset folder in a known layout"):
         detect_format(_img(tmp_path / "empty" / "x.png").parent)
     with pytest.raises(CamlocValueError, match="`path` must be an annotation CSV"):

@@ -75,7 +75,7 @@ def _declared() -> dict[str, str]:
     # Optional integrations import their package lazily, inside the module that needs it, and declare it as an
     # extra named after the module (camloc.keras -> camloc[keras], camloc.hf, camloc.fit, camloc.serve).
     extras = project.get("optional-dependencies", {})
-    deps += [d for key in ("fit", "hf", "keras", "serve") for d in extras.get(key, [])]
+    deps += [d for key in ("fit", "hf", "keras", "serve", "onnx") for d in extras.get(key, [])]
     out = {}
     for d in deps:
         name = re.split(r"[<>=!~ \[;]", d, maxsplit=1)[0]

@@ -99,9 +99,16 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if not files:
         raise CamlocError("`PATH` must name image files or folders holding images; none were found")
     _keep_freed_memory()  # this process is ours: CPU batches no longer page-fault their activations in each time
-    model, info = load_model_from_args(args)
-    if next(model.parameters()).device.type == "cpu":
-        model = model.to(memory_format=torch.channels_last)  # faster CPU convolutions (oneDNN); same results
+    producer = None
+    if getattr(args, "onnx", None) is not None:  # onnxruntime runs the exported graph: no torch model at all
+        from camloc.cli_export import onnx_producer
+
+        model, producer = None, onnx_producer(args)
+        info = producer.info
+    else:
+        model, info = load_model_from_args(args)
+        if next(model.parameters()).device.type == "cpu":
+            model = model.to(memory_format=torch.channels_last)  # faster CPU convolutions (oneDNN); same results
     out_dir: Path = args.out
     render = not args.no_images
     root = _common_root(files)
@@ -134,6 +141,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     writer = JsonlWriter(out_dir / "results.jsonl")
     pending: list[tuple[dict[str, Any], Any]] = []
     used: set[str] = set()
+    exported: list[tuple[Any, str]] = []  # (ImageResult, stem) for --export
 
     def flush(limit: int) -> None:
         while len(pending) > limit:
@@ -156,6 +164,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
             workers=args.workers,
             display_max_side=args.max_side,
             progress=not args.quiet,
+            producer=producer,
         ):
             if isinstance(item, ImageFailure):
                 failures.append(item.to_dict())
@@ -167,6 +176,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
             while stem in used:
                 stem += "_"
             used.add(stem)
+            if getattr(args, "export", None):
+                exported.append((item.result, stem))
             fut = pool.submit(draw, item, stem) if pool is not None else None
             pending.append((record, fut))
             flush(limit=64)
@@ -195,6 +206,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
         "results": "results.jsonl",
         "seconds": round(time.time() - started, 3),
     }
+    if getattr(args, "onnx", None) is not None or getattr(args, "export", None):
+        from camloc.cli_export import explain_exports
+
+        manifest.update(explain_exports(args, exported, info, out_dir))
     atomic_write_json(out_dir / "manifest.json", manifest)
     if not args.quiet:
         print(f"camloc: {n_ok} image(s) explained, {len(failures)} failed -> {out_dir}", file=sys.stderr)
@@ -249,6 +264,9 @@ def register_explain(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-images", action="store_true", help="write only results.jsonl and manifest.json")
     p.add_argument("--json", action="store_true", help="also print each result as a JSON line on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    from camloc.cli_export import explain_options
+
+    explain_options(p)
     p.set_defaults(func=cmd_explain)
 
 
@@ -285,6 +303,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
         "camloc.serve.cli:register",
         "a local web app and JSON API: drop photos, see their classes, maps and boxes",
     ),
+    ("export", "camloc.cli_export:register", "export a model's CAM graph (top-k classes and maps) to ONNX"),
 )
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 SCHEMA_VERSION = 1
-FORMAT_CHOICES = ("auto", "imagenet", "voc", "cub", "wsol", "tiny", "csv")
+FORMAT_CHOICES = ("auto", "imagenet", "voc", "cub", "wsol", "tiny", "csv", "coco")
 _FORMAT_NAMES = {"imagenet": "ilsvrc_xml", "tiny": "tiny_imagenet"}
 
 
@@ -23,6 +23,13 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", type=Path, metavar="DATA", help="annotated data set (folder or annotation file)")
     p.add_argument("--format", default="auto", choices=FORMAT_CHOICES)
     p.add_argument("--split", default=None, help="data-set split where the format has several")
+    p.add_argument(
+        "--class-map",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="COCO: {category id or name: class index} (default: categories matched to the model's class names)",
+    )
     _model_args(p)
     p.add_argument("--protocol", default="paper", choices=("paper", "wsolevaluation"))
     p.add_argument("--threshold", type=float, default=0.2, help="threshold for the fixed-threshold metrics")
@@ -59,11 +66,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise CamlocError(f"`--limit` must be >= 1; got {args.limit}")
     kw: dict[str, Any] = {} if args.split is None else {"split": args.split}
+    model: Any = None
+    info: Any = None
+    if _is_coco(args):  # COCO categories become class indices through the model's class names (or --class-map)
+        model, info = load_model_from_args(args)
+        kw.update(classes=info.categories, class_map=args.class_map)
+    elif getattr(args, "class_map", None) is not None:
+        raise CamlocError("`--class-map` must be used with COCO annotations (--format coco)")
     ds = read_dataset(args.data, format=_format_name(args.format), **kw)
     samples = list(ds.samples)[: args.limit] if args.limit else list(ds.samples)
     if not samples:
         raise CamlocError(f"`DATA` must hold at least one annotated image; {args.data} has none")
-    model, info = load_model_from_args(args)
+    if model is None:
+        model, info = load_model_from_args(args)
     started = time.time()
     res = evaluate_samples(
         samples, model, info, protocol=args.protocol, threshold=args.threshold, method=args.method,
@@ -115,6 +130,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for f in res.failures:
         print(f"camloc: skipped {f['path']}: {f['error']}", file=sys.stderr)
     return 1 if res.failures else 0
+
+
+def _is_coco(args: argparse.Namespace) -> bool:
+    from camloc.data.annotations import detect_format
+
+    fmt = _format_name(args.format)
+    return (detect_format(args.data) if fmt == "auto" else fmt) == "coco"
 
 
 def _num(v: float) -> float | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from camloc._checks import check_number
+from camloc._checks import check_number, fail
 from camloc.cam import normalize_maps
 from camloc.errors import CamlocError
-from camloc.extractor import CAM
+from camloc.extractor import CAM, CamResult
 from camloc.localization import localize
 from camloc.models.registry import ModelInfo, Preprocess
 from camloc.pipeline import ImagePipeline
@@ -185,7 +185,7 @@ def _keep_freed_memory() -> bool:
 
 def explain_images(
     paths: Sequence[str | os.PathLike[str]],
-    model: torch.nn.Module,
+    model: torch.nn.Module | None,
     info: ModelInfo,
     *,
     topk: int = 5,
@@ -195,6 +195,7 @@ def explain_images(
     workers: int | None = None,
     display_max_side: int = 512,
     progress: bool = False,
+    producer: Callable[..., CamResult] | None = None,
 ) -> Iterator[Explained | ImageFailure]:
     """Explain image files in input order, yielding :class:`Explained` or :class:`ImageFailure` per file.
 
@@ -205,6 +206,9 @@ def explain_images(
 
     ``workers=None`` decodes in up to 2 threads, up to two batches ahead of the model; ``workers=N`` uses ``N``
     DataLoader worker processes instead (``0``: decode in the calling thread, between batches).
+
+    ``producer``: a ready map producer called as ``producer(x, topk=topk) -> CamResult`` instead of
+    ``CAM(model)`` (e.g. :class:`camloc.export.onnx.OnnxCAM`; ``model`` may then be ``None``).
     """
     check_number("topk", topk, low=1, integer=True)
     check_number("threshold", threshold, low=0.0, high=1.0)
@@ -219,7 +223,9 @@ def explain_images(
         check_number("workers", workers, low=0, integer=True)
         loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=_collate)
         batches = iter(loader)
-    cam = CAM(model)
+    if producer is None and model is None:
+        fail("model", "a torch model, or None together with a `producer`", None)
+    cam = producer if producer is not None else CAM(model)  # type: ignore[arg-type]
     bar = None
     if progress:
         from tqdm import tqdm

@@ -18,9 +18,10 @@ format             source corners                                    stored box
 ``wsol``           wsolevaluation ``localization.txt``: x0,y0,x1,y1  as-is
 ``tiny_imagenet``  inclusive pixel indices x0 y0 x1 y1 (0..63)       ``(x0, y0, x1 + 1, y1 + 1)``
 ``csv``            ``x0,y0,x1,y1`` columns                           as-is
+``coco``           instances JSON ``bbox [x, y, width, height]``     ``(x, y, x + width, y + height)``
 =================  ================================================  ===========================================
 
-One class per image: weakly-supervised evaluation assumes it. For XML sources (VOC, ILSVRC) and the Kaggle CSV
+One class per image: weakly-supervised evaluation assumes it. For XML sources (VOC, ILSVRC), COCO and the Kaggle CSV
 the image's class is the class of its FIRST object and ``boxes`` holds only the boxes of that class; for the
 row-per-box sources (CSV, Tiny-ImageNet) rows of one image with different classes are an error.
 
@@ -28,11 +29,12 @@ Malformed files raise :class:`camloc.errors.AnnotationError` naming the file, th
 problem; missing required files raise it naming the file that was expected.
 
 One module per format in this package (``ilsvrc_xml``, ``ilsvrc_csv``, ``voc``, ``cub``, ``wsol``,
-``tiny_imagenet``, ``simple_csv``), the shared records in ``records`` and the reader table and auto-detection
+``tiny_imagenet``, ``simple_csv``, ``coco``), the shared records in ``records`` and the reader table and auto-detection
 in ``detect``.
 """
 
 from camloc.data._io import ClassList, read_class_list
+from camloc.data.annotations.coco import read_coco
 from camloc.data.annotations.cub import read_cub
 from camloc.data.annotations.detect import FORMATS, detect_format, read_dataset
 from camloc.data.annotations.ilsvrc_csv import read_ilsvrc_csv
@@ -51,6 +53,7 @@ __all__ = [
     "Sample",
     "detect_format",
     "read_class_list",
+    "read_coco",
     "read_csv",
     "read_cub",
     "read_dataset",

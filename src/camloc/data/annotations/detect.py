@@ -14,6 +14,7 @@ from camloc.data._io import (
     fail,
     read_voc_xml,
 )
+from camloc.data.annotations.coco import find_coco_file, is_coco_file, read_coco
 from camloc.data.annotations.cub import read_cub
 from camloc.data.annotations.ilsvrc_csv import read_ilsvrc_csv
 from camloc.data.annotations.ilsvrc_xml import _ILSVRC_XML_DIRS, _has_xml, _xml_files, read_ilsvrc_xml
@@ -38,6 +39,7 @@ FORMATS: dict[str, Callable[..., AnnotationSet]] = {
     "wsol": read_wsol,
     "tiny_imagenet": read_tiny_imagenet,
     "csv": read_csv,
+    "coco": read_coco,
 }
 """Reader of each format name accepted by :func:`read_dataset`."""
 
@@ -60,7 +62,9 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     ``bounding_boxes.txt`` (``cub``, also under ``CUB_200_2011/``), ``wnids.txt`` + ``val/`` or ``train/``
     (``tiny_imagenet``), ``LOC_val_solution.csv`` (``ilsvrc_csv``), ``Annotations/`` + ``JPEGImages/`` (``voc``,
     or ``ilsvrc_xml`` when the first object name is a wnid), XML files or an ILSVRC XML sub-folder
-    (``ilsvrc_xml``), a CSV with the simple header (``csv``). Raises if nothing matches.
+    (``ilsvrc_xml``; before it: a folder holding ``instances.json`` / one ``annotations/instances_*.json``,
+    ``coco``), a CSV with the simple header (``csv``); a COCO instances ``.json`` file (``coco``). Raises if
+    nothing matches.
     """
     p = as_path("path", path)
     if p.is_file():
@@ -76,7 +80,9 @@ def detect_format(path: str | os.PathLike[str]) -> str:
             )
         if p.name == "image_ids.txt":
             return "wsol"
-        raise CamlocValueError(f"`path` must be a dataset folder or an annotation CSV; got the file {p}")
+        if is_coco_file(p):
+            return "coco"
+        raise CamlocValueError(f"`path` must be a dataset folder, an annotation CSV or a COCO JSON; got the file {p}")
     if not p.is_dir():
         raise AnnotationError(p, None, "not found (expected a dataset folder or an annotation file)")
     if any((c / "image_ids.txt").is_file() for c in (p, p / "test", p / "val", p / "train")):
@@ -91,13 +97,15 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     if (p / "Annotations").is_dir() and (p / "JPEGImages").is_dir():
         name = _first_object_name(p / "Annotations")
         return "ilsvrc_xml" if name is not None and WNID_RE.fullmatch(name) else "voc"
+    if find_coco_file(p, None) is not None and not _has_xml(p / "annotations"):  # COCO: annotations/instances_*.json
+        return "coco"
     if _has_xml(p) or any((p / d).is_dir() for d in _ILSVRC_XML_DIRS) or (p / "ILSVRC").is_dir():
         return "ilsvrc_xml"
     if any(_find_simple_csv(c) is not None for c in (p, *(p / s for s in _CSV_DEFAULT_SPLITS), p / "train")):
         return "csv"
     raise CamlocValueError(
         "`path` must be a dataset folder in a known layout (wsolevaluation metadata, CUB-200-2011, Tiny-ImageNet, "
-        "Kaggle ILSVRC, PASCAL VOC, ILSVRC XML, simple CSV); got "
+        "Kaggle ILSVRC, PASCAL VOC, ILSVRC XML, simple CSV, COCO instances JSON); got "
         f"{p} holding {sorted(x.name for x in p.iterdir())[:10]}"
     )
 
