@@ -92,9 +92,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     from camloc._io import JsonlWriter, atomic_save_png, atomic_write_json
     from camloc.data.images import find_images
+    from camloc.cli_calibrate import calibration_record, resolve_calibration
     from camloc.explain import ImageFailure, _keep_freed_memory, explain_images
     from camloc.viz import draw_boxes, overlay, topk_panel
 
+    calib = resolve_calibration(args)
     files = find_images(args.paths, recursive=True)
     if not files:
         raise CamlocError("`PATH` must name image files or folders holding images; none were found")
@@ -156,6 +158,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
             workers=args.workers,
             display_max_side=args.max_side,
             progress=not args.quiet,
+            calibration=calib,
         ):
             if isinstance(item, ImageFailure):
                 failures.append(item.to_dict())
@@ -187,7 +190,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
         "num_classes": info.num_classes,
         "topk": args.topk,
         "threshold": args.threshold,
-        "threshold_rule": "normalised by max, keep >= threshold, largest 8-connected component",
+        "threshold_rule": "normalised by max, keep >= threshold, largest 8-connected component"
+        if calib is None
+        else calib.rule.describe(),
+        "calibration": None if calib is None else calibration_record(calib, args.calibration, []),
         "box_convention": BOX_CONVENTION,
         "images": n_ok,
         "failed": len(failures),
@@ -250,6 +256,9 @@ def register_explain(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="also print each result as a JSON line on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_explain)
+    from camloc.cli_calibrate import add_calibration_args
+
+    add_calibration_args(p)
 
 
 def register_models(p: argparse.ArgumentParser) -> None:
@@ -279,6 +288,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ),
     ("train", "camloc.training.cli:register", "train a GAP network on image-level labels (torchrun-aware)"),
     ("fit", "camloc.cli_fit:register", "fit a linear head on a frozen trunk's pooled features (new classes)"),
+    ("calibrate", "camloc.cli_calibrate:register", "choose the box rule and threshold for a map method on boxed images"),
     ("units", "camloc.units:register", "a class's most important trunk units and their top images (or one unit's)"),
     (
         "serve",
