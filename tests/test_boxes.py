@@ -83,7 +83,7 @@ def test_paper_rule_equals_the_sweep_of_the_paper_protocol():
         for t in (0.0, 0.07, 0.2, 0.5, 0.93):
             want = sweep_boxes(m, protocol="paper", thresholds=[t])[0]
             assert np.array_equal(BoxRule(threshold=t).box(m), want)
-    assert PAPER_RULE == BoxRule(rule="largest", threshold=0.2) and PAPER_RULE.is_paper
+    assert BoxRule(rule="largest", threshold=0.2) == PAPER_RULE and PAPER_RULE.is_paper
 
 
 def test_the_threshold_is_compared_exactly_as_the_sweep_does():
@@ -204,8 +204,6 @@ def test_bad_input_raises_camloc_errors():
     with pytest.raises(CamlocError, match="`features` must be the feature list"):
         ThresholdModel(features=("mean",), mean=(0,), scale=(1,), coef=(0,), intercept=0.2)
     with pytest.raises(CamlocError, match="`scale` must be positive"):
-        ThresholdModel(
-            features=FEATURES, mean=(0,) * 9, scale=(0,) * 9, coef=(0,) * 9, intercept=0.2
-        )
+        ThresholdModel(features=FEATURES, mean=(0,) * 9, scale=(0,) * 9, coef=(0,) * 9, intercept=0.2)
     with pytest.raises(CamlocError, match="`model` must be threshold model parameters"):
         ThresholdModel.from_dict({"features": list(FEATURES)})

@@ -57,7 +57,7 @@ def test_fixed_threshold_is_the_middle_of_the_thresholds_right_for_every_image()
     assert np.allclose(ious, 1.0) and objective_value(table, ious, "gt_known") == 1.0
     assert objective_value(table, score_rule(table, PAPER_RULE), "gt_known") == 0.0  # 0.2 boxes the halo
     # the table's IoUs are those of the rule applied to each map
-    maps, gts = _ring_set()
+    maps, _ = _ring_set()
     for t in (0.2, 0.4, 0.41, 0.5, 0.51):
         r = BoxRule(threshold=t)
         want = [float(np.asarray(r.box(m)).tolist() == [10, 10, 30, 30]) for m in maps]
@@ -81,7 +81,9 @@ def _per_image_set(n: int = 24) -> tuple[list[np.ndarray], list[np.ndarray]]:
 
 def test_per_image_threshold_model_beats_every_fixed_threshold_and_is_chosen():
     table = table_from_maps(*_per_image_set())
-    fixed = objective_value(table, score_rule(table, fit_candidate(table, Candidate("largest", 0.0, "fixed"))), "gt_known")
+    fixed = objective_value(
+        table, score_rule(table, fit_candidate(table, Candidate("largest", 0.0, "fixed"))), "gt_known"
+    )
     assert fixed <= 0.34  # at most 2 of the 7 background levels share a right threshold
     rule, cand, records = choose_rule(table)
     assert cand.mode == "model" and rule.threshold_mode == "model"
@@ -181,15 +183,16 @@ def test_calib_json_round_trip(tmp_path: Path):
     assert doc["schema_version"] == 1 and doc["command"] == "calibrate" and doc["image_keys"] == ["a", "b"]
     assert doc["rule"]["threshold_mode"] == calib.rule.threshold_mode and doc["fingerprint"] == calib.fingerprint
     back = load_calibration(path)
-    assert back == calib and back.rule.box(np.eye(5, dtype=np.float32)).tolist() == calib.rule.box(
-        np.eye(5, dtype=np.float32)
-    ).tolist()
+    assert (
+        back == calib
+        and back.rule.box(np.eye(5, dtype=np.float32)).tolist() == calib.rule.box(np.eye(5, dtype=np.float32)).tolist()
+    )
     assert back.overlap(["a", "c"]) == 1
     assert [p.name for p in tmp_path.joinpath("sub").iterdir()] == ["calib.json"]  # no temp file left
 
 
 def test_bad_calibration_files_raise_camloc_errors(tmp_path: Path):
-    with pytest.raises(CamlocError, match="readable calib.json"):
+    with pytest.raises(CamlocError, match=r"readable calib\.json"):
         load_calibration(tmp_path / "missing.json")
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(CamlocError, match="invalid JSON"):
@@ -206,7 +209,7 @@ def test_bad_calibration_files_raise_camloc_errors(tmp_path: Path):
         rule_of(_calibration(), method="backprop")
     assert rule_of(_calibration().rule, method="backprop") == _calibration().rule  # a bare rule: no check
     table = table_from_maps(*_ring_set())
-    with pytest.raises(CamlocError, match="`rule.threshold` must be a threshold on the calibration grid"):
+    with pytest.raises(CamlocError, match=r"`rule\.threshold` must be a threshold on the calibration grid"):
         score_rule(table, BoxRule(threshold=0.205))
     with pytest.raises(CamlocError, match="`folds` must be <= the number of images"):
         holdout(table.subset([0]), folds=2)
@@ -302,7 +305,9 @@ def test_cli_calibrate_then_evaluate_and_explain_on_the_other_half(tmp_path: Pat
     assert calib["n_images"] == 3 and calib["data"]["subset"] == "0/2" and calib["method"] == "cam"
     assert 0.55 < calib["rule"]["threshold"] <= 1.0 and calib["score"] == 1.0
     ev = tmp_path / "ev"
-    code = main(["evaluate", str(csv), "--subset", "1/2", "--calibration", str(out), "--out", str(ev), "--json", *common])
+    code = main(
+        ["evaluate", str(csv), "--subset", "1/2", "--calibration", str(out), "--out", str(ev), "--json", *common]
+    )
     assert code == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["images"] == 3 and doc["method"] == "cam" and doc["metrics"]["gt_known_loc"] == 1.0

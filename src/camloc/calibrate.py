@@ -320,8 +320,12 @@ class Candidate:
 
     @property
     def name(self) -> str:
-        r = self.rule if self.rule != "merge" else f"merge@{self.min_mass:g}"
-        return f"{r}/{self.mode}"
+        """``rule/mode``, e.g. ``"largest/fixed"``, ``"merge@0.05/otsu"``."""
+        return f"{_spec_name(self.rule, self.min_mass)}/{self.mode}"
+
+
+def _spec_name(rule: str, min_mass: float) -> str:
+    return rule if rule != "merge" else f"merge@{min_mass:g}"
 
 
 def candidates(
@@ -363,8 +367,8 @@ def _threshold_indices(table: CalibrationTable, rule: BoxRule) -> np.ndarray:
         return table.otsu.copy()
     assert rule.model is not None
     raw = rule.model.predict_raw(table.features) if n else np.zeros(0)
-    t = np.clip(raw, rule.model.low, rule.model.high)
-    return np.clip(np.round(t * 100), 0, len(GRID) - 1).astype(np.int64)
+    clipped = np.clip(raw, rule.model.low, rule.model.high)  # as ThresholdModel.predict, then onto the grid
+    return np.clip(np.round(clipped * 100), 0, len(GRID) - 1).astype(np.int64)
 
 
 def score_rule(table: CalibrationTable, rule: BoxRule) -> np.ndarray:
@@ -537,7 +541,9 @@ def holdout(
     Returns a JSON-ready dict: ``folds``, ``objective``, ``images``, ``top1_cls`` (of these images), ``chosen``
     (per fold: the candidate chosen, its threshold, held-out numbers), ``auto`` (pooled numbers of the chosen
     rules), ``paper`` (the paper rule, largest component at 0.2), ``candidates`` (pooled numbers of every
-    candidate fitted on the other folds). Numbers: ``gt_known_loc``, ``top1_loc``, ``iou_mean3``, ``mean_iou``.
+    candidate fitted on the other folds), ``oracle`` (per rule variant: the fraction of images whose box has IoU
+    >= 0.5 at *some* grid threshold, the ceiling of any per-image threshold). Numbers: ``gt_known_loc``,
+    ``top1_loc``, ``iou_mean3``, ``mean_iou``.
     """
     check_number("folds", folds, low=2, integer=True)
     n = len(table)
@@ -568,6 +574,10 @@ def holdout(
         "auto": _rates(table, auto),
         "paper": _rates(table, score_rule(table, paper)) if has_paper else None,
         "candidates": [{"name": c.name, **_rates(table, per_cand[j])} for j, c in enumerate(cands)],
+        "oracle": {
+            _spec_name(r, m): float((table.iou[:, i].max(axis=1) >= 0.5).mean())
+            for i, (r, m) in enumerate(table.specs)
+        },
     }
 
 
@@ -793,4 +803,3 @@ def calibrate_samples(
         holdout=ho,
     )
     return calib, res
-

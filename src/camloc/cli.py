@@ -91,8 +91,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     import torch
 
     from camloc._io import JsonlWriter, atomic_save_png, atomic_write_json
-    from camloc.data.images import find_images
     from camloc.cli_calibrate import calibration_record, resolve_calibration
+    from camloc.data.images import find_images
     from camloc.explain import ImageFailure, _keep_freed_memory, explain_images
     from camloc.viz import draw_boxes, overlay, topk_panel
 
@@ -288,7 +288,11 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ),
     ("train", "camloc.training.cli:register", "train a GAP network on image-level labels (torchrun-aware)"),
     ("fit", "camloc.cli_fit:register", "fit a linear head on a frozen trunk's pooled features (new classes)"),
-    ("calibrate", "camloc.cli_calibrate:register", "choose the box rule and threshold for a map method on boxed images"),
+    (
+        "calibrate",
+        "camloc.cli_calibrate:register",
+        "choose the box rule and threshold for a map method on boxed images",
+    ),
     ("units", "camloc.units:register", "a class's most important trunk units and their top images (or one unit's)"),
     (
         "serve",

@@ -236,8 +236,12 @@ def _summary(calib: Any) -> str:
         lines.append(f"  held out ({ho['folds']} folds; each image scored by a calibration that never saw it):")
         lines.append("  rule                 GT-known  top-1 loc")
         if ho.get("paper"):
-            lines.append(f"  {'paper (largest/0.2)':<20} {ho['paper']['gt_known_loc']:.4f}    {ho['paper']['top1_loc']:.4f}")
+            lines.append(
+                f"  {'paper (largest/0.2)':<20} {ho['paper']['gt_known_loc']:.4f}    {ho['paper']['top1_loc']:.4f}"
+            )
         lines.append(f"  {'auto (chosen)':<20} {ho['auto']['gt_known_loc']:.4f}    {ho['auto']['top1_loc']:.4f}")
         for c in ho["candidates"]:
             lines.append(f"  {c['name']:<20} {c['gt_known_loc']:.4f}    {c['top1_loc']:.4f}")
+        ceiling = ", ".join(f"{k} {v:.4f}" for k, v in ho.get("oracle", {}).items())
+        lines.append(f"  ceiling (GT-known with the best threshold of each image): {ceiling}")
     return "\n".join(lines)

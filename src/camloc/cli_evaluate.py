@@ -55,9 +55,9 @@ def _format_name(fmt: str) -> str:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from camloc._io import JsonlWriter, atomic_write_json, atomic_write_text
     from camloc.cli import load_model_from_args
+    from camloc.cli_calibrate import calibration_record, resolve_calibration, select_subset
     from camloc.data.annotations import read_dataset
     from camloc.errors import CamlocError
-    from camloc.cli_calibrate import calibration_record, resolve_calibration, select_subset
     from camloc.evaluate import evaluate_samples
 
     calib = resolve_calibration(args)
