@@ -351,6 +351,13 @@ def test_cli_calibrate_holdout_reports_held_out_numbers(tmp_path: Path, capsys, 
     assert {c["name"] for c in ho["candidates"]} == {f"{r}/{m}" for r in ("largest", "mass") for m in
                                                      ("fixed", "otsu", "model")}  # fmt: skip
     assert "held out" in captured.err and "paper (largest/0.2)" in captured.err
+    assert set(ho["oracle"]) == {"largest", "mass"} and ho["oracle"]["largest"] == 1.0
+    # the wsolevaluation preset: rules on the min-max normalised map, its IoU convention
+    code = main(["calibrate", str(csv), "--protocol", "wsolevaluation", "--thresholds", "fixed", "--out", str(out),
+                 "--quiet", "--workers", "0"])  # fmt: skip
+    doc = json.loads(out.read_text())
+    assert code == 0 and doc["protocol"] == "wsolevaluation" and doc["rule"]["normalize"] == "minmax"
+    assert doc["score"] == 1.0
 
 
 def test_cli_calibrate_bad_options(tmp_path: Path, capsys, bright_cli):

@@ -575,8 +575,7 @@ def holdout(
         "paper": _rates(table, score_rule(table, paper)) if has_paper else None,
         "candidates": [{"name": c.name, **_rates(table, per_cand[j])} for j, c in enumerate(cands)],
         "oracle": {
-            _spec_name(r, m): float((table.iou[:, i].max(axis=1) >= 0.5).mean())
-            for i, (r, m) in enumerate(table.specs)
+            _spec_name(r, m): float((table.iou[:, i].max(axis=1) >= 0.5).mean()) for i, (r, m) in enumerate(table.specs)
         },
     }
 
