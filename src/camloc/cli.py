@@ -91,10 +91,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
     import torch
 
     from camloc._io import JsonlWriter, atomic_save_png, atomic_write_json
+    from camloc.cli_calibrate import calibration_record, resolve_calibration
     from camloc.data.images import find_images
     from camloc.explain import ImageFailure, _keep_freed_memory, explain_images
     from camloc.viz import draw_boxes, overlay, topk_panel
 
+    calib = resolve_calibration(args)
     files = find_images(args.paths, recursive=True)
     if not files:
         raise CamlocError("`PATH` must name image files or folders holding images; none were found")
@@ -165,6 +167,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
             display_max_side=args.max_side,
             progress=not args.quiet,
             producer=producer,
+            calibration=calib,
         ):
             if isinstance(item, ImageFailure):
                 failures.append(item.to_dict())
@@ -198,7 +201,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
         "num_classes": info.num_classes,
         "topk": args.topk,
         "threshold": args.threshold,
-        "threshold_rule": "normalised by max, keep >= threshold, largest 8-connected component",
+        "threshold_rule": "normalised by max, keep >= threshold, largest 8-connected component"
+        if calib is None
+        else calib.rule.describe(),
+        "calibration": None if calib is None else calibration_record(calib, args.calibration, []),
         "box_convention": BOX_CONVENTION,
         "images": n_ok,
         "failed": len(failures),
@@ -268,6 +274,9 @@ def register_explain(p: argparse.ArgumentParser) -> None:
 
     explain_options(p)
     p.set_defaults(func=cmd_explain)
+    from camloc.cli_calibrate import add_calibration_args
+
+    add_calibration_args(p)
 
 
 def register_models(p: argparse.ArgumentParser) -> None:
@@ -297,6 +306,11 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ),
     ("train", "camloc.training.cli:register", "train a GAP network on image-level labels (torchrun-aware)"),
     ("fit", "camloc.cli_fit:register", "fit a linear head on a frozen trunk's pooled features (new classes)"),
+    (
+        "calibrate",
+        "camloc.cli_calibrate:register",
+        "choose the box rule and threshold for a map method on boxed images",
+    ),
     ("units", "camloc.units:register", "a class's most important trunk units and their top images (or one unit's)"),
     (
         "serve",

@@ -39,6 +39,9 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print metrics.json on stdout")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_evaluate)
+    from camloc.cli_calibrate import add_calibration_args
+
+    add_calibration_args(p, subset=True)
 
 
 def register_cli(sub: Any) -> None:
@@ -59,10 +62,12 @@ def _format_name(fmt: str) -> str:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from camloc._io import JsonlWriter, atomic_write_json, atomic_write_text
     from camloc.cli import load_model_from_args
+    from camloc.cli_calibrate import calibration_record, resolve_calibration, select_subset
     from camloc.data.annotations import read_dataset
     from camloc.errors import CamlocError
     from camloc.evaluate import evaluate_samples
 
+    calib = resolve_calibration(args)
     if args.limit is not None and args.limit < 1:
         raise CamlocError(f"`--limit` must be >= 1; got {args.limit}")
     kw: dict[str, Any] = {} if args.split is None else {"split": args.split}
@@ -77,12 +82,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     samples = list(ds.samples)[: args.limit] if args.limit else list(ds.samples)
     if not samples:
         raise CamlocError(f"`DATA` must hold at least one annotated image; {args.data} has none")
+    samples = select_subset(samples, args.subset)
     if model is None:
         model, info = load_model_from_args(args)
     started = time.time()
     res = evaluate_samples(
         samples, model, info, protocol=args.protocol, threshold=args.threshold, method=args.method,
         batch_size=args.batch_size, device=args.device, workers=args.workers, progress=not args.quiet,
+        calibration=calib,
     )  # fmt: skip
     out: Path = args.out
     doc = {
@@ -113,6 +120,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         },
         "seconds": round(time.time() - started, 2),
     }
+    doc["calibration"] = None if calib is None else calibration_record(calib, args.calibration, samples)
+    if calib is not None:
+        _calibration_notes(doc)
     if res.pxap_curve is not None:
         doc["pxap_curve"] = {k: [round(float(x), 6) for x in v] for k, v in res.pxap_curve.items()}
     with JsonlWriter(out / "per_image.jsonl") as w:
@@ -137,6 +147,16 @@ def _is_coco(args: argparse.Namespace) -> bool:
 
     fmt = _format_name(args.format)
     return (detect_format(args.data) if fmt == "auto" else fmt) == "coco"
+
+
+def _calibration_notes(doc: dict[str, Any]) -> None:
+    """Say in the notes (and on stderr) which rule made the boxes, and whether calibration images are scored."""
+    c = doc["calibration"]
+    doc["notes"].append(f"boxes by the calibrated rule of {c['path']}: {c['rule_description']}")
+    if c.get("overlap_images"):
+        msg = f"{c['overlap_images']} of these images were used for calibration: their numbers are not held-out"
+        doc["notes"].append(msg)
+        print(f"camloc: warning: {msg}", file=sys.stderr)
 
 
 def _num(v: float) -> float | None:

@@ -37,7 +37,7 @@ Thresholds, normalisation, quantisation and the IoU convention come from the pro
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -56,7 +56,7 @@ from camloc.models.registry import ModelInfo, Preprocess
 from camloc.pipeline import ImagePipeline
 from camloc.sweep import Protocol, box_iou, get_protocol, sweep_boxes
 
-__all__ = ["EvalResult", "evaluate_samples"]
+__all__ = ["EvalResult", "MapBatch", "evaluate_samples"]
 
 IOU_V2 = (0.3, 0.5, 0.7)
 
@@ -82,6 +82,22 @@ class EvalResult:
     n_images: int = 0
     n_box_images: int = 0
     n_mask_images: int = 0
+
+
+@dataclass(frozen=True, eq=False)
+class MapBatch:
+    """What ``evaluate_samples(on_maps=...)`` hands over per batch, for the images with GT boxes.
+
+    ``indices`` [n] positions in ``samples``; ``true_class`` / ``top_classes`` int64 [n] / [n, 5]; ``maps``
+    float32 [n, H, W]: the true class's score map at the input size (the protocol's resize), the map every box
+    metric uses; ``gt_boxes``: n float64 arrays [G_i, 4] in the same frame (the protocol's rounding).
+    """
+
+    indices: list[int]
+    true_class: np.ndarray
+    top_classes: np.ndarray
+    maps: np.ndarray
+    gt_boxes: list[np.ndarray]
 
 
 def _gt_mask(paths: Sequence[os.PathLike[str]], geometry: Geometry, proto: Protocol) -> np.ndarray:
@@ -174,9 +190,21 @@ def evaluate_samples(
     device: str | torch.device = "cpu",
     workers: int | None = None,
     progress: bool = False,
+    calibration: Any = None,
+    on_maps: Callable[[MapBatch], None] | None = None,
 ) -> EvalResult:
-    """Evaluate ``model`` on annotated ``samples`` (see the module docstring for every definition)."""
+    """Evaluate ``model`` on annotated ``samples`` (see the module docstring for every definition).
+
+    ``calibration``: a :class:`camloc.calibrate.Calibration` (its ``method`` must be ``method``) or a
+    :class:`camloc.boxes.BoxRule`: the fixed-threshold metrics (top-k / GT-known localization, per-image boxes)
+    use its box rule instead of the paper's largest component at ``threshold``; the sweeps (MaxBoxAcc, V2,
+    PxAP) are unchanged. ``on_maps`` is called with a :class:`MapBatch` after every batch (``camloc
+    calibrate`` collects its table this way, in the same single pass).
+    """
     proto = get_protocol(protocol)
+    from camloc.calibrate import rule_of
+
+    rule = rule_of(calibration, method=method)
     check_number("threshold", threshold, low=0.0, high=1.0)
     check_choice("method", method, ("cam", "backprop"))
     check_number("batch_size", batch_size, low=1, integer=True)
@@ -210,7 +238,9 @@ def evaluate_samples(
                     failures.append({"path": str(s.path), "error": "no ground-truth box or mask"})
             good = [it for it in items if "x" in it and (len(it["boxes"]) or it["mask"] is not None)]
             if good:
-                _evaluate_batch(good, samples, model, cam, proto, threshold, info.preprocess.size, device, state)
+                _evaluate_batch(
+                    good, samples, model, cam, proto, threshold, info.preprocess.size, device, state, rule, on_maps
+                )
             if bar is not None:
                 bar.update(len(items))
     finally:
@@ -294,6 +324,8 @@ def _evaluate_batch(
     size: tuple[int, int],
     device: str | torch.device,
     st: _State,
+    rule: Any = None,
+    on_maps: Callable[[MapBatch], None] | None = None,
 ) -> None:
     """Maps of the top-1 and true classes for a batch, then every metric's update."""
     x = torch.stack([it["x"] for it in good]).to(device)
@@ -303,11 +335,18 @@ def _evaluate_batch(
     st.cls[0] += int((top[:, 0].numpy() == true_np).sum())
     st.cls[1] += int((top.numpy() == true_np[:, None]).any(1).sum())
     true_maps = maps_np[:, 1]
-    box_true = np.stack([sweep_boxes(m, protocol=proto, thresholds=[threshold])[0] for m in true_maps])
-    box_top1 = np.stack([sweep_boxes(m, protocol=proto, thresholds=[threshold])[0] for m in maps_np[:, 0]])
+
+    def box_of(m: np.ndarray) -> np.ndarray:  # the paper's rule at `threshold`, or the calibrated rule
+        return sweep_boxes(m, protocol=proto, thresholds=[threshold])[0] if rule is None else rule.box(m)
+
+    box_true = np.stack([box_of(m) for m in true_maps])
+    box_top1 = np.stack([box_of(m) for m in maps_np[:, 0]])
     boxed = [i for i, it in enumerate(good) if len(it["boxes"])]
     if boxed:
         gts = [good[i]["boxes"] for i in boxed]
+        if on_maps is not None:
+            on_maps(MapBatch([good[i]["index"] for i in boxed], true_np[boxed], top.numpy()[boxed],
+                             true_maps[boxed], gts))  # fmt: skip
         # the box of the j-th predicted class: the true class's box where it is the true class, top-1's at j = 0
         k = top.shape[1]
         pred_boxes = np.zeros((len(boxed), max(k, 5), 4))

@@ -196,6 +196,7 @@ def explain_images(
     display_max_side: int = 512,
     progress: bool = False,
     producer: Callable[..., CamResult] | None = None,
+    calibration: Any = None,
 ) -> Iterator[Explained | ImageFailure]:
     """Explain image files in input order, yielding :class:`Explained` or :class:`ImageFailure` per file.
 
@@ -209,7 +210,13 @@ def explain_images(
 
     ``producer``: a ready map producer called as ``producer(x, topk=topk) -> CamResult`` instead of
     ``CAM(model)`` (e.g. :class:`camloc.export.onnx.OnnxCAM`; ``model`` may then be ``None``).
+
+    ``calibration``: a :class:`camloc.calibrate.Calibration` (made for the ``cam`` method) or a
+    :class:`camloc.boxes.BoxRule`: its rule makes the boxes instead of the largest component at ``threshold``.
     """
+    from camloc.calibrate import rule_of
+
+    rule = rule_of(calibration, method="cam")
     check_number("topk", topk, low=1, integer=True)
     check_number("threshold", threshold, low=0.0, high=1.0)
     check_number("batch_size", batch_size, low=1, integer=True)
@@ -238,7 +245,7 @@ def explain_images(
                 x = torch.stack([it["x"] for it in good]).to(device)
                 out = cam(x, topk=topk)
                 up = out.upsampled()  # [n, k, H_in, W_in]: the paper upsamples before thresholding
-                loc = localize(up, threshold=threshold)
+                net_boxes = localize(up, threshold=threshold).boxes.numpy() if rule is None else rule.boxes(up)
                 norm = normalize_maps(out.maps.float(), mode="max").cpu().numpy()  # drawings resize it themselves
                 classes = out.classes.cpu().tolist()
                 scores = out.scores.cpu().tolist()
@@ -249,7 +256,7 @@ def explain_images(
                     yield ImageFailure(path, it["error"])
                     continue
                 n = by_index[it["index"]]
-                boxes = it["geometry"].map_boxes(loc.boxes[n].numpy(), "network", "original").tolist()
+                boxes = it["geometry"].map_boxes(net_boxes[n], "network", "original").tolist()
                 tk = tuple(
                     ClassBox(r + 1, c, info.categories[c], float(p), tuple(float(v) for v in b))  # type: ignore[arg-type]
                     for r, (c, p, b) in enumerate(zip(classes[n], scores[n], boxes))

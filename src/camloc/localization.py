@@ -72,16 +72,23 @@ def _as_uint8_mask(mask: np.ndarray | torch.Tensor, name: str = "mask") -> np.nd
 
 def _components(mask: np.ndarray | torch.Tensor, connectivity: int) -> tuple[np.ndarray, np.ndarray]:
     check_choice("connectivity", connectivity, (4, 8))
-    m = _as_uint8_mask(mask)
+    boxes, areas, _ = _label_components(_as_uint8_mask(mask), connectivity)
+    return boxes, areas
+
+
+def _label_components(m: np.ndarray, connectivity: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Components of a uint8 mask ``[h, w]``: boxes ``[k, 4]`` float32, pixel areas ``[k]`` int64 (label order:
+    raster order of each component's first pixel) and the label image int32 ``[h, w]`` (0 = background, component
+    ``i`` has label ``i + 1``; ``None`` when the mask is empty). Unchecked: ``m`` is C-contiguous uint8."""
     if m.size == 0 or not m.any():
-        return np.zeros((0, 4), np.float32), np.zeros((0,), np.int64)
-    _, _, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=connectivity, ltype=cv2.CV_32S)
+        return np.zeros((0, 4), np.float32), np.zeros((0,), np.int64), None
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=connectivity, ltype=cv2.CV_32S)
     st = stats[1:]  # label 0 is the background
     boxes = np.stack(
         [st[:, 0], st[:, 1], st[:, 0] + st[:, 2], st[:, 1] + st[:, 3]],
         axis=1,
     ).astype(np.float32)
-    return boxes, st[:, 4].astype(np.int64)
+    return boxes, st[:, 4].astype(np.int64), labels
 
 
 def largest_component_box(mask: np.ndarray | torch.Tensor, *, connectivity: int = 8) -> np.ndarray:
