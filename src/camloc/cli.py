@@ -116,6 +116,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
         top = res.topk[0]
         ov = overlay(item.display, item.maps[0], alpha=0.5)
         ov = draw_boxes(ov, [disp_boxes[0]], labels=[f"{top.name} {top.prob:.2f}"], colors=(255, 255, 255))
+        if res.box_head is not None:  # the learned class-agnostic box, in its own colour
+            hb = res.box_head.box
+            ov = draw_boxes(ov, [[hb[0] * sx, hb[1] * sy, hb[2] * sx, hb[3] * sy]], labels=["box head"],
+                            colors=(0, 255, 255))  # fmt: skip
         files_out = {"overlay": f"overlays/{stem}.png", "panel": f"panels/{stem}.png"}
         atomic_save_png(out_dir / files_out["overlay"], ov)
         panel = topk_panel(
@@ -156,6 +160,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
             workers=args.workers,
             display_max_side=args.max_side,
             progress=not args.quiet,
+            box_head=args.box_head,
         ):
             if isinstance(item, ImageFailure):
                 failures.append(item.to_dict())
@@ -195,6 +200,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
         "results": "results.jsonl",
         "seconds": round(time.time() - started, 3),
     }
+    if args.box_head is not None:
+        from camloc.boxhead import box_head_summary
+
+        manifest["box_head"] = box_head_summary(args.box_head)
     atomic_write_json(out_dir / "manifest.json", manifest)
     if not args.quiet:
         print(f"camloc: {n_ok} image(s) explained, {len(failures)} failed -> {out_dir}", file=sys.stderr)
@@ -247,6 +256,8 @@ def register_explain(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("camloc_out"), help="output folder (default camloc_out)")
     p.add_argument("--max-side", type=int, default=512, help="longest side of the overlay PNGs (default 512)")
     p.add_argument("--no-images", action="store_true", help="write only results.jsonl and manifest.json")
+    p.add_argument("--box-head", type=Path, default=None,
+                   help="a learned box head (camloc boxhead): each result also gets its class-agnostic box")  # fmt: skip
     p.add_argument("--json", action="store_true", help="also print each result as a JSON line on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_explain)
@@ -280,6 +291,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("train", "camloc.training.cli:register", "train a GAP network on image-level labels (torchrun-aware)"),
     ("fit", "camloc.cli_fit:register", "fit a linear head on a frozen trunk's pooled features (new classes)"),
     ("units", "camloc.units:register", "a class's most important trunk units and their top images (or one unit's)"),
+    ("boxhead", "camloc.boxhead:register", "train a class-agnostic box head on a frozen trunk's features"),
     (
         "serve",
         "camloc.serve.cli:register",
