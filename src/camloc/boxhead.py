@@ -344,10 +344,7 @@ def train_box_regressor(
     reg.eval()
     with torch.no_grad():
         preds = torch.cat(
-            [
-                reg(features[i : i + 256], None if cam_ch is None else cam_ch[i : i + 256])
-                for i in range(0, n, 256)
-            ]
+            [reg(features[i : i + 256], None if cam_ch is None else cam_ch[i : i + 256]) for i in range(0, n, 256)]
         )
         iou = _box_iou_pairs(normalized_to_pixels(preds, (1, 1)), normalized_to_pixels(tgt, (1, 1)))
     return reg, {
@@ -518,9 +515,7 @@ def extract_box_features(
         if cache_path.is_file():
             try:
                 d = torch.load(cache_path, map_location="cpu", weights_only=True)
-                return BoxFeatures(
-                    d["features"], d["cams"], d["top1"], d["gt"], d["image"], views, tuple(files), size
-                )
+                return BoxFeatures(d["features"], d["cams"], d["top1"], d["gt"], d["image"], views, tuple(files), size)
             except (OSError, RuntimeError, KeyError, EOFError):
                 pass  # unreadable entry: extract again and overwrite it
     cam = CAM(model)
@@ -530,9 +525,7 @@ def extract_box_features(
     with torch.no_grad():
         for idx, x, gts in _batches(ds, batch_size=batch_size, device=device, workers=workers, progress=progress):
             order += idx
-            g = torch.tensor(
-                np.stack([np.full(4, np.nan) if b is None else b for b in gts]), dtype=torch.float32
-            )
+            g = torch.tensor(np.stack([np.full(4, np.nan) if b is None else b for b in gts]), dtype=torch.float32)
             for v in views:
                 xv = x if v == "plain" else torch.flip(x, dims=[3])
                 feats, logits = cam.forward(xv)
@@ -701,7 +694,7 @@ def load_box_head(path: str | os.PathLike[str]) -> BoxHead:
         fail("box_head", "an existing box-head file (camloc boxhead --out)", str(p))
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a box-head file"
+    except Exception as e:  # any unpickling failure: not a box-head file
         fail("box_head", "a box-head file written by camloc boxhead", f"{p} ({type(e).__name__}: {e})")
     if not isinstance(obj, dict) or obj.get("format") != FILE_FORMAT:
         fail("box_head", f"a {FILE_FORMAT!r} file (camloc boxhead --out)", f"{p}, which is not one")
@@ -773,7 +766,7 @@ def _trunk_ref(
 
         cp = Path(checkpoint)
         net, info = load_checkpoint(cp)
-        ref = {"checkpoint": str(cp.resolve()), "sha256": _file_sha256(cp), "model": info.name}
+        ref: dict[str, Any] = {"checkpoint": str(cp.resolve()), "sha256": _file_sha256(cp), "model": info.name}
     else:
         net, info = create_model(model, weights=None if weights is None else Path(weights))
         ref = {"model": model, "weights": None if weights is None else str(Path(weights).resolve())}
@@ -882,7 +875,7 @@ def train_box_head(
         "data": described,
         "fingerprint": fp,
         "images": len(paths),
-        "samples": int(len(keep)),
+        "samples": len(keep),
         "skipped_empty_targets": int(empty.sum()),
         "views": list(views),
         "train_iou": hist["train_iou"],

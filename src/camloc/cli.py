@@ -256,8 +256,9 @@ def register_explain(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("camloc_out"), help="output folder (default camloc_out)")
     p.add_argument("--max-side", type=int, default=512, help="longest side of the overlay PNGs (default 512)")
     p.add_argument("--no-images", action="store_true", help="write only results.jsonl and manifest.json")
-    p.add_argument("--box-head", type=Path, default=None,
-                   help="a learned box head (camloc boxhead): each result also gets its class-agnostic box")  # fmt: skip
+    p.add_argument(
+        "--box-head", type=Path, default=None, help="a learned box head (camloc boxhead): each result also gets its box"
+    )
     p.add_argument("--json", action="store_true", help="also print each result as a JSON line on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_explain)
