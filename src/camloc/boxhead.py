@@ -7,8 +7,10 @@ frame; :func:`normalized_to_pixels` gives camloc's xyxy pixel boxes there, :clas
 them to the photo).
 
 **Network** (:class:`BoxRegressor`): per-channel standardisation of the features (mean and std of the training
-features, stored in the head), a 1x1 conv ``K -> width`` + ReLU, a 3x3 conv ``width -> width`` + ReLU, flatten
-(``width * h * w``), a linear layer ``-> hidden`` + ReLU + dropout, a linear layer ``-> 4`` and a sigmoid.
+features, stored in the head), a FIXED projection on their first ``pca`` principal components (computed once from
+the training features, unsupervised; ``pca=0``: none), a 1x1 conv ``-> width`` + ReLU, a 3x3 conv
+``width -> width`` + ReLU, flatten (``width * h * w``), a linear layer ``-> hidden`` + ReLU + dropout, a linear
+layer ``-> 4`` and a sigmoid.
 ``cam_input=True`` appends the top-1 class's map (ReLU, divided by its max) as one more input channel.
 
 **Loss**: ``l1_weight * |pred - target|_1`` (mean over the 4 normalised coordinates) ``+ giou_weight *
@@ -189,6 +191,9 @@ class HeadConfig:
     """Hyper-parameters of the regressor and its training (all recorded in the saved file).
 
     Attributes:
+        pca: fixed projection of the standardised features on their first ``pca`` principal components before
+            the learned layers (0: none; more than ``K``: ``K``). Cuts the training cost ~``K / pca``-fold and the
+            parameters a few boxed images must fit.
         width: channels after the 1x1 reduction (and of the 3x3 conv).
         hidden: units of the hidden linear layer.
         dropout: dropout before the last layer.
@@ -198,11 +203,12 @@ class HeadConfig:
         seed: initialisation and shuffling.
     """
 
-    width: int = 64
+    pca: int = 128
+    width: int = 32
     hidden: int = 256
     dropout: float = 0.3
     cam_input: bool = False
-    epochs: int = 60
+    epochs: int = 40
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.05
@@ -213,6 +219,7 @@ class HeadConfig:
     def __post_init__(self) -> None:
         for name in ("width", "hidden", "epochs", "batch_size"):
             check_number(name, getattr(self, name), low=1, integer=True)
+        check_number("pca", self.pca, low=0, integer=True)
         check_number("dropout", self.dropout, low=0.0, high=0.99)
         for name in ("lr", "weight_decay", "l1_weight", "giou_weight"):
             check_number(name, getattr(self, name), low=0.0)
@@ -238,9 +245,11 @@ class BoxRegressor(nn.Module):
         self.grid = (int(grid[0]), int(grid[1]))
         self.cam_input = bool(config.cam_input)
         c = config.width
+        p = min(config.pca, self.in_channels) if config.pca else self.in_channels
         self.register_buffer("mean", torch.zeros(self.in_channels))
         self.register_buffer("std", torch.ones(self.in_channels))
-        self.reduce = nn.Conv2d(self.in_channels + int(self.cam_input), c, 1)
+        self.register_buffer("proj", torch.eye(self.in_channels)[:, :p].clone())  # [K, p], fixed
+        self.reduce = nn.Conv2d(p + int(self.cam_input), c, 1)
         self.conv = nn.Conv2d(c, c, 3, padding=1)
         self.fc1 = nn.Linear(c * self.grid[0] * self.grid[1], config.hidden)
         self.drop = nn.Dropout(config.dropout)
@@ -251,10 +260,18 @@ class BoxRegressor(nn.Module):
 
     def forward(self, features: torch.Tensor, cam: torch.Tensor | None = None) -> torch.Tensor:
         """``features [N, K, h, w]`` (any float dtype), ``cam [N, 1, h, w]`` (with ``cam_input``) -> ``[N, 4]``."""
-        f = features.float()
+        return self.layers(self.project(features), cam)
+
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        """The fixed part: standardise, project on the principal axes: ``[N, K, h, w] -> [N, p, h, w]`` float32."""
         mean: torch.Tensor = self.mean  # type: ignore[assignment]
         std: torch.Tensor = self.std  # type: ignore[assignment]
-        z = (f - mean[:, None, None]) / std[:, None, None]
+        z = (features.float() - mean[:, None, None]) / std[:, None, None]
+        proj: torch.Tensor = self.proj  # type: ignore[assignment]
+        return torch.einsum("nkhw,kp->nphw", z, proj) if proj.shape[1] < proj.shape[0] else z
+
+    def layers(self, z: torch.Tensor, cam: torch.Tensor | None = None) -> torch.Tensor:
+        """The learned part: projected features ``[N, p, h, w]`` (+ ``cam``) -> normalised cxcywh ``[N, 4]``."""
         if self.cam_input:
             if cam is None:
                 fail("cam", "the top-1 map channel [N, 1, h, w] (this head was trained with cam_input)", cam)
@@ -278,6 +295,28 @@ def _standardisation(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     mean = s / max(n, 1)
     var = (s2 / max(n, 1) - mean * mean).clamp(min=0)
     return mean.float(), var.sqrt().clamp(min=1e-3).float()
+
+
+def _principal_axes(
+    features: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, p: int, *, seed: int, max_rows: int = 8192
+) -> torch.Tensor:
+    """``[K, p]``: the first ``p`` principal axes of the standardised features' per-position vectors.
+
+    Computed from at most ``max_rows`` positions drawn with ``seed`` (eigenvectors of their covariance, largest
+    eigenvalue first, each axis's sign fixed so its largest-magnitude entry is positive).
+    """
+    n, _, h, w = features.shape
+    g = torch.Generator().manual_seed(seed)
+    total = n * h * w
+    pick = torch.randperm(total, generator=g)[: min(total, max_rows)]
+    img, pos = pick // (h * w), pick % (h * w)
+    rows = features.flatten(2)[img, :, pos].float()  # [R, K]
+    z = (rows - mean) / std
+    cov = (z.T @ z).double() / max(len(z) - 1, 1)
+    vals, vecs = torch.linalg.eigh(cov)
+    axes = vecs[:, torch.argsort(vals, descending=True)[:p]]
+    sign = torch.sign(axes.gather(0, axes.abs().argmax(0, keepdim=True)))
+    return (axes * sign).float()
 
 
 def train_box_regressor(
@@ -309,6 +348,11 @@ def train_box_regressor(
     mean, std = _standardisation(features)
     reg.mean.copy_(mean)  # type: ignore[operator]
     reg.std.copy_(std)  # type: ignore[operator]
+    p = int(reg.proj.shape[1])  # type: ignore[union-attr]
+    if p < features.shape[1]:
+        reg.proj.copy_(_principal_axes(features, mean, std, p, seed=config.seed))  # type: ignore[operator]
+    with torch.no_grad():  # the fixed part once: the learned layers train on [N, p, h, w]
+        z_all = torch.cat([reg.project(c) for c in features.split(256)])
     cam_ch = _cam_channel(cams) if config.cam_input and cams is not None else None
     tgt = targets.float()
     opt = torch.optim.AdamW(reg.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -328,7 +372,7 @@ def train_box_regressor(
             order = torch.randperm(n, generator=gen)
             run = 0.0
             for idx in order.split(config.batch_size):
-                pred = reg(features[idx], None if cam_ch is None else cam_ch[idx])
+                pred = reg.layers(z_all[idx], None if cam_ch is None else cam_ch[idx])
                 loss = box_loss(pred, tgt[idx], l1_weight=config.l1_weight, giou_weight=config.giou_weight)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -344,7 +388,7 @@ def train_box_regressor(
     reg.eval()
     with torch.no_grad():
         preds = torch.cat(
-            [reg(features[i : i + 256], None if cam_ch is None else cam_ch[i : i + 256]) for i in range(0, n, 256)]
+            [reg.layers(z_all[i : i + 256], None if cam_ch is None else cam_ch[i : i + 256]) for i in range(0, n, 256)]
         )
         iou = _box_iou_pairs(normalized_to_pixels(preds, (1, 1)), normalized_to_pixels(tgt, (1, 1)))
     return reg, {
