@@ -4,7 +4,7 @@ Usage (paths to the development data; nothing here is part of the test suite)::
 
     python benchmarks/boxhead_real.py --val /work/shared/data/imagenet-val100 \
         --unlabelled /work/shared/data/imagenet-sample1000/images --cache /work/runs/boxhead/cache \
-        --work /work/runs/boxhead [--tiny /work/shared/data/tiny-imagenet-10 --tiny-limit 1000]
+        --work /work/runs/boxhead [--tiny TINY_SUBSET.csv | --tiny DIR --tiny-split train]
 
 Runs, with one model (default lite0), and prints one table, every row labelled with its supervision:
 
@@ -129,7 +129,8 @@ def main() -> None:
     ap.add_argument("--val", type=Path, required=True)
     ap.add_argument("--unlabelled", type=Path, default=None)
     ap.add_argument("--tiny", type=Path, default=None)
-    ap.add_argument("--tiny-limit", type=int, default=1000)
+    ap.add_argument("--tiny-limit", type=int, default=None)
+    ap.add_argument("--tiny-split", default=None, help="e.g. train for the Tiny-ImageNet folder")
     ap.add_argument("--model", default="lite0")
     ap.add_argument("--cache", type=Path, required=True)
     ap.add_argument("--work", type=Path, required=True)
@@ -237,17 +238,9 @@ def main() -> None:
     if "tiny" in only and args.tiny is not None:
         t0 = time.perf_counter()
         res = train_box_head(
-            args.tiny,
-            supervision="boxes",
-            model=model,
-            info=info,
-            split="train",
-            limit=args.tiny_limit,
-            flip=False,
-            out=args.work / "boxes_tiny.pt",
-            cache_dir=args.cache,
-            workers=0,
-        )
+            args.tiny, supervision="boxes", model=model, info=info, split=args.tiny_split, limit=args.tiny_limit,
+            flip=False, out=args.work / "boxes_tiny.pt", cache_dir=args.cache, workers=0,
+        )  # fmt: skip
         sec = time.perf_counter() - t0
         m, _ = _eval(val, model, info, res.head)
         row("tiny-imagenet-10 boxes", res.head.label, m, len(val), sec)
