@@ -348,7 +348,8 @@ def train_box_regressor(
     mean, std = _standardisation(features)
     reg.mean.copy_(mean)  # type: ignore[operator]
     reg.std.copy_(std)  # type: ignore[operator]
-    p = int(reg.proj.shape[1])  # type: ignore[union-attr]
+    proj: torch.Tensor = reg.proj  # type: ignore[assignment]
+    p = int(proj.shape[1])
     if p < features.shape[1]:
         reg.proj.copy_(_principal_axes(features, mean, std, p, seed=config.seed))  # type: ignore[operator]
     with torch.no_grad():  # the fixed part once: the learned layers train on [N, p, h, w]
