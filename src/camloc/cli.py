@@ -125,6 +125,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
         top = res.topk[0]
         ov = overlay(item.display, item.maps[0], alpha=0.5)
         ov = draw_boxes(ov, [disp_boxes[0]], labels=[f"{top.name} {top.prob:.2f}"], colors=(255, 255, 255))
+        if res.box_head is not None:  # the learned class-agnostic box, in its own colour
+            hb = res.box_head.box
+            ov = draw_boxes(ov, [[hb[0] * sx, hb[1] * sy, hb[2] * sx, hb[3] * sy]], labels=["box head"],
+                            colors=(0, 255, 255))  # fmt: skip
         files_out = {"overlay": f"overlays/{stem}.png", "panel": f"panels/{stem}.png"}
         atomic_save_png(out_dir / files_out["overlay"], ov)
         panel = topk_panel(
@@ -168,6 +172,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             producer=producer,
             calibration=calib,
+            box_head=args.box_head,
         ):
             if isinstance(item, ImageFailure):
                 failures.append(item.to_dict())
@@ -216,6 +221,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
         from camloc.cli_export import explain_exports
 
         manifest.update(explain_exports(args, exported, info, out_dir))
+
+    if args.box_head is not None:
+        from camloc.boxhead import box_head_summary
+
+        manifest["box_head"] = box_head_summary(args.box_head)
     atomic_write_json(out_dir / "manifest.json", manifest)
     if not args.quiet:
         print(f"camloc: {n_ok} image(s) explained, {len(failures)} failed -> {out_dir}", file=sys.stderr)
@@ -268,6 +278,9 @@ def register_explain(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("camloc_out"), help="output folder (default camloc_out)")
     p.add_argument("--max-side", type=int, default=512, help="longest side of the overlay PNGs (default 512)")
     p.add_argument("--no-images", action="store_true", help="write only results.jsonl and manifest.json")
+    p.add_argument(
+        "--box-head", type=Path, default=None, help="a learned box head (camloc boxhead): each result also gets its box"
+    )
     p.add_argument("--json", action="store_true", help="also print each result as a JSON line on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     from camloc.cli_export import explain_options
@@ -312,6 +325,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
         "choose the box rule and threshold for a map method on boxed images",
     ),
     ("units", "camloc.units:register", "a class's most important trunk units and their top images (or one unit's)"),
+    ("boxhead", "camloc.boxhead:register", "train a class-agnostic box head on a frozen trunk's features"),
     (
         "serve",
         "camloc.serve.cli:register",

@@ -35,6 +35,9 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, default=0.2, help="threshold for the fixed-threshold metrics")
     p.add_argument("--method", default="cam", choices=("cam", "backprop"))
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
+    p.add_argument("--box-head", type=Path, default=None,
+                   help="a learned box head (camloc boxhead): its box replaces the CAM box of the localization "
+                   "metrics; MaxBoxAcc(V2)/PxAP stay the CAM's")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("camloc_eval"))
     p.add_argument("--json", action="store_true", help="print metrics.json on stdout")
     p.add_argument("--quiet", action="store_true")
@@ -90,6 +93,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         samples, model, info, protocol=args.protocol, threshold=args.threshold, method=args.method,
         batch_size=args.batch_size, device=args.device, workers=args.workers, progress=not args.quiet,
         calibration=calib,
+        box_head=args.box_head,
     )  # fmt: skip
     out: Path = args.out
     doc = {
@@ -123,6 +127,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     doc["calibration"] = None if calib is None else calibration_record(calib, args.calibration, samples)
     if calib is not None:
         _calibration_notes(doc)
+    if args.box_head is not None:
+        from camloc.boxhead import box_head_summary
+
+        doc["box_head"] = box_head_summary(args.box_head)
+        doc["notes"].append(doc["box_head"]["note"])
     if res.pxap_curve is not None:
         doc["pxap_curve"] = {k: [round(float(x), 6) for x in v] for k, v in res.pxap_curve.items()}
     with JsonlWriter(out / "per_image.jsonl") as w:
@@ -137,6 +146,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not args.quiet:
         m = doc["metrics"]
         print(" ".join(f"{k}={v:.4f}" for k, v in m.items()), file=sys.stderr)
+        if "box_head" in doc:
+            print(f"camloc: localization boxes from the {doc['box_head']['label']}", file=sys.stderr)
     for f in res.failures:
         print(f"camloc: skipped {f['path']}: {f['error']}", file=sys.stderr)
     return 1 if res.failures else 0

@@ -27,6 +27,11 @@ Per image the score maps of the predicted top-1 class and of the true class are 
 - ``pxap``: pixel average precision of the true class's normalised map against GT masks (ignore regions
   excluded), over the images that have masks.
 
+With ``box_head`` (a learned class-agnostic box head, :mod:`camloc.boxhead`) the fixed-threshold box of
+``gt_known_loc``, ``top1_loc`` and ``top5_loc`` is the head's one box per image, whatever the class (so GT-known
+and top-1 localization differ only by the classification); ``maxboxacc``, ``maxboxacc_v2`` and ``pxap`` have no
+threshold to sweep for the head and stay the CAM's (the map method's), as without it.
+
 Images with masks and no boxes (wsolevaluation's OpenImages) count for classification and PxAP; the box metrics
 skip them (``EvalResult.n_box_images`` says over how many images they were computed).
 
@@ -192,6 +197,7 @@ def evaluate_samples(
     progress: bool = False,
     calibration: Any = None,
     on_maps: Callable[[MapBatch], None] | None = None,
+    box_head: Any = None,
 ) -> EvalResult:
     """Evaluate ``model`` on annotated ``samples`` (see the module docstring for every definition).
 
@@ -200,6 +206,9 @@ def evaluate_samples(
     use its box rule instead of the paper's largest component at ``threshold``; the sweeps (MaxBoxAcc, V2,
     PxAP) are unchanged. ``on_maps`` is called with a :class:`MapBatch` after every batch (``camloc
     calibrate`` collects its table this way, in the same single pass).
+
+    ``box_head``: a :class:`camloc.boxhead.BoxHead` or its file; its boxes replace the CAM boxes of the
+    fixed-threshold localization metrics (checked against ``model``'s trunk first).
     """
     proto = get_protocol(protocol)
     from camloc.calibrate import rule_of
@@ -222,6 +231,11 @@ def evaluate_samples(
         pix=PxAP(protocol=proto, thresholds=thresholds),
     )
     cam = CAM(model) if method == "cam" else None
+    boxes_from = None
+    if box_head is not None:
+        from camloc.boxhead import as_box_head
+
+        boxes_from = as_box_head(box_head).bind(model, info)
     failures: list[dict[str, str]] = []
     bar = None
     if progress:
@@ -239,7 +253,18 @@ def evaluate_samples(
             good = [it for it in items if "x" in it and (len(it["boxes"]) or it["mask"] is not None)]
             if good:
                 _evaluate_batch(
-                    good, samples, model, cam, proto, threshold, info.preprocess.size, device, state, rule, on_maps
+                    good,
+                    samples,
+                    model,
+                    cam,
+                    proto,
+                    threshold,
+                    info.preprocess.size,
+                    device,
+                    state,
+                    rule,
+                    on_maps,
+                    boxes_from,
                 )
             if bar is not None:
                 bar.update(len(items))
@@ -326,6 +351,7 @@ def _evaluate_batch(
     st: _State,
     rule: Any = None,
     on_maps: Callable[[MapBatch], None] | None = None,
+    boxes_from: Any = None,
 ) -> None:
     """Maps of the top-1 and true classes for a batch, then every metric's update."""
     x = torch.stack([it["x"] for it in good]).to(device)
@@ -341,6 +367,8 @@ def _evaluate_batch(
 
     box_true = np.stack([box_of(m) for m in true_maps])
     box_top1 = np.stack([box_of(m) for m in maps_np[:, 0]])
+    if boxes_from is not None:  # a learned class-agnostic box head: one box per image, for every class
+        box_true = box_top1 = boxes_from(x).numpy().astype(np.float64)
     boxed = [i for i, it in enumerate(good) if len(it["boxes"])]
     if boxed:
         gts = [good[i]["boxes"] for i in boxed]

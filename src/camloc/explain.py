@@ -52,19 +52,27 @@ class ClassBox:
 
 @dataclass(frozen=True)
 class ImageResult:
-    """Top-k classes with boxes for one image; ``size`` is the original ``(width, height)`` after EXIF rotation."""
+    """Top-k classes with boxes for one image; ``size`` is the original ``(width, height)`` after EXIF rotation.
+
+    ``box_head``: with a learned box head (:mod:`camloc.boxhead`), its one class-agnostic box (original pixels)
+    and supervision, recorded beside the classes' CAM boxes (``"box_head"`` in :meth:`to_dict`); else None.
+    """
 
     path: Path
     size: tuple[int, int]
     topk: tuple[ClassBox, ...]
+    box_head: Any = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "path": str(self.path),
             "width": self.size[0],
             "height": self.size[1],
             "topk": [c.to_dict() for c in self.topk],
         }
+        if self.box_head is not None:
+            d["box_head"] = self.box_head.to_dict()
+        return d
 
 
 @dataclass(frozen=True)
@@ -197,6 +205,7 @@ def explain_images(
     progress: bool = False,
     producer: Callable[..., CamResult] | None = None,
     calibration: Any = None,
+    box_head: Any = None,
 ) -> Iterator[Explained | ImageFailure]:
     """Explain image files in input order, yielding :class:`Explained` or :class:`ImageFailure` per file.
 
@@ -213,6 +222,9 @@ def explain_images(
 
     ``calibration``: a :class:`camloc.calibrate.Calibration` (made for the ``cam`` method) or a
     :class:`camloc.boxes.BoxRule`: its rule makes the boxes instead of the largest component at ``threshold``.
+
+    ``box_head``: a :class:`camloc.boxhead.BoxHead` or its file (checked against ``model``'s trunk); each result
+    then also carries the head's class-agnostic box (:attr:`ImageResult.box_head`); the top-k CAM boxes stay.
     """
     from camloc.calibrate import rule_of
 
@@ -233,6 +245,12 @@ def explain_images(
     if producer is None and model is None:
         fail("model", "a torch model, or None together with a `producer`", None)
     cam = producer if producer is not None else CAM(model)  # type: ignore[arg-type]
+    boxes_from = learned = None
+    if box_head is not None:
+        from camloc.boxhead import LearnedBox, as_box_head
+
+        learned = as_box_head(box_head)
+        boxes_from = learned.bind(model, info)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -249,6 +267,7 @@ def explain_images(
                 norm = normalize_maps(out.maps.float(), mode="max").cpu().numpy()  # drawings resize it themselves
                 classes = out.classes.cpu().tolist()
                 scores = out.scores.cpu().tolist()
+                head_boxes = boxes_from(x).numpy() if boxes_from is not None else None
             by_index = {it["index"]: n for n, it in enumerate(good)}
             for it in items:
                 path = files[it["index"]]
@@ -261,7 +280,12 @@ def explain_images(
                     ClassBox(r + 1, c, info.categories[c], float(p), tuple(float(v) for v in b))  # type: ignore[arg-type]
                     for r, (c, p, b) in enumerate(zip(classes[n], scores[n], boxes))
                 )
-                yield Explained(ImageResult(path, it["size"], tk), it["display"], it["display_scale"], norm[n])
+                hb = None
+                if head_boxes is not None and learned is not None:
+                    b = it["geometry"].map_boxes(head_boxes[n], "network", "original").tolist()
+                    hb = LearnedBox(tuple(float(v) for v in b), learned.supervision)  # type: ignore[arg-type]
+                res = ImageResult(path, it["size"], tk, hb)
+                yield Explained(res, it["display"], it["display_scale"], norm[n])
             if bar is not None:
                 bar.update(len(items))
     finally:
