@@ -94,6 +94,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from camloc.data.images import find_images
     from camloc.explain import ImageFailure, _keep_freed_memory, explain_images
     from camloc.viz import draw_boxes, overlay, topk_panel
+    from camloc.zoom import zoom_from_args
 
     files = find_images(args.paths, recursive=True)
     if not files:
@@ -102,6 +103,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     model, info = load_model_from_args(args)
     if next(model.parameters()).device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)  # faster CPU convolutions (oneDNN); same results
+    zoom = zoom_from_args(args, model, info)
     out_dir: Path = args.out
     render = not args.no_images
     root = _common_root(files)
@@ -156,6 +158,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
             workers=args.workers,
             display_max_side=args.max_side,
             progress=not args.quiet,
+            zoom=zoom or False,
         ):
             if isinstance(item, ImageFailure):
                 failures.append(item.to_dict())
@@ -188,6 +191,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         "topk": args.topk,
         "threshold": args.threshold,
         "threshold_rule": "normalised by max, keep >= threshold, largest 8-connected component",
+        **({"zoom": zoom.describe()} if zoom is not None else {}),
         "box_convention": BOX_CONVENTION,
         "images": n_ok,
         "failed": len(failures),
@@ -249,6 +253,9 @@ def register_explain(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-images", action="store_true", help="write only results.jsonl and manifest.json")
     p.add_argument("--json", action="store_true", help="also print each result as a JSON line on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    from camloc.cli_zoom import add_zoom_args
+
+    add_zoom_args(p)
     p.set_defaults(func=cmd_explain)
 
 

@@ -31,6 +31,9 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("camloc_eval"))
     p.add_argument("--json", action="store_true", help="print metrics.json on stdout")
     p.add_argument("--quiet", action="store_true")
+    from camloc.cli_zoom import add_zoom_args
+
+    add_zoom_args(p)
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -65,9 +68,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise CamlocError(f"`DATA` must hold at least one annotated image; {args.data} has none")
     model, info = load_model_from_args(args)
     started = time.time()
+    from camloc.sweep import get_protocol
+    from camloc.zoom import zoom_from_args
+
+    zoom = zoom_from_args(args, model, info, orientation=get_protocol(args.protocol).exif_orientation)
+    if zoom is not None and args.method != "cam":
+        raise CamlocError("`--zoom` needs `--method cam` (the crop is the top-1 CAM box)")
     res = evaluate_samples(
         samples, model, info, protocol=args.protocol, threshold=args.threshold, method=args.method,
         batch_size=args.batch_size, device=args.device, workers=args.workers, progress=not args.quiet,
+        zoom=zoom or False,
     )  # fmt: skip
     out: Path = args.out
     doc = {
@@ -98,6 +108,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         },
         "seconds": round(time.time() - started, 2),
     }
+    if zoom is not None:
+        doc["zoom"] = zoom.describe()
     if res.pxap_curve is not None:
         doc["pxap_curve"] = {k: [round(float(x), 6) for x in v] for k, v in res.pxap_curve.items()}
     with JsonlWriter(out / "per_image.jsonl") as w:

@@ -174,8 +174,14 @@ def evaluate_samples(
     device: str | torch.device = "cpu",
     workers: int | None = None,
     progress: bool = False,
+    zoom: bool | Any = False,
 ) -> EvalResult:
-    """Evaluate ``model`` on annotated ``samples`` (see the module docstring for every definition)."""
+    """Evaluate ``model`` on annotated ``samples`` (see the module docstring for every definition).
+
+    ``zoom``: localize-then-classify (:mod:`camloc.zoom`; ``True`` or a :class:`camloc.zoom.Zoom`, CAM only): the
+    classification (top-1 / top-5 and the class of top-1 localization) comes from the combined logits of the whole
+    image and its top-1 crop; the maps stay the whole image's.
+    """
     proto = get_protocol(protocol)
     check_number("threshold", threshold, low=0.0, high=1.0)
     check_choice("method", method, ("cam", "backprop"))
@@ -194,6 +200,12 @@ def evaluate_samples(
         pix=PxAP(protocol=proto, thresholds=thresholds),
     )
     cam = CAM(model) if method == "cam" else None
+    if zoom is True:
+        from camloc.zoom import Zoom
+
+        if cam is None:
+            raise CamlocError("`zoom` needs method 'cam' (the crop is the top-1 CAM box)")
+        zoom = Zoom(model, info, threshold=threshold, orientation=proto.exif_orientation, cam=cam)
     failures: list[dict[str, str]] = []
     bar = None
     if progress:
@@ -210,7 +222,7 @@ def evaluate_samples(
                     failures.append({"path": str(s.path), "error": "no ground-truth box or mask"})
             good = [it for it in items if "x" in it and (len(it["boxes"]) or it["mask"] is not None)]
             if good:
-                _evaluate_batch(good, samples, model, cam, proto, threshold, info.preprocess.size, device, state)
+                _evaluate_batch(good, samples, model, cam, proto, threshold, info.preprocess.size, device, state, zoom)
             if bar is not None:
                 bar.update(len(items))
     finally:
@@ -294,11 +306,21 @@ def _evaluate_batch(
     size: tuple[int, int],
     device: str | torch.device,
     st: _State,
+    zoom: Any = None,
 ) -> None:
     """Maps of the top-1 and true classes for a batch, then every metric's update."""
     x = torch.stack([it["x"] for it in good]).to(device)
     true = torch.tensor([samples[it["index"]].class_idx for it in good], dtype=torch.long)
-    top, maps_np = _class_maps(x, true, model, cam, proto)
+    if zoom:
+        from camloc.zoom import zoom_class_maps
+
+        paths = [samples[it["index"]].path for it in good]
+        size_hw = (int(x.shape[2]), int(x.shape[3]))
+        top, maps_np = zoom_class_maps(
+            zoom, x, true, paths, [it["geometry"] for it in good], lambda m: _upsample(m, size_hw, proto)
+        )
+    else:
+        top, maps_np = _class_maps(x, true, model, cam, proto)
     true_np = true.numpy()
     st.cls[0] += int((top[:, 0].numpy() == true_np).sum())
     st.cls[1] += int((top.numpy() == true_np[:, None]).any(1).sum())

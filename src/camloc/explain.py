@@ -195,6 +195,7 @@ def explain_images(
     workers: int | None = None,
     display_max_side: int = 512,
     progress: bool = False,
+    zoom: bool | Any = False,
 ) -> Iterator[Explained | ImageFailure]:
     """Explain image files in input order, yielding :class:`Explained` or :class:`ImageFailure` per file.
 
@@ -205,6 +206,10 @@ def explain_images(
 
     ``workers=None`` decodes in up to 2 threads, up to two batches ahead of the model; ``workers=N`` uses ``N``
     DataLoader worker processes instead (``0``: decode in the calling thread, between batches).
+
+    ``zoom``: localize-then-classify (:mod:`camloc.zoom`): ``True`` or a :class:`camloc.zoom.Zoom`; the classes
+    and probabilities come from the whole image's and the top-1 crop's combined logits, the maps and boxes from
+    the whole image as without.
     """
     check_number("topk", topk, low=1, integer=True)
     check_number("threshold", threshold, low=0.0, high=1.0)
@@ -220,6 +225,10 @@ def explain_images(
         loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=_collate)
         batches = iter(loader)
     cam = CAM(model)
+    if zoom is True:
+        from camloc.zoom import Zoom
+
+        zoom = Zoom(model, info, threshold=threshold, cam=cam)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -230,7 +239,11 @@ def explain_images(
             good = [it for it in items if "x" in it]
             if good:
                 x = torch.stack([it["x"] for it in good]).to(device)
-                out = cam(x, topk=topk)
+                if zoom:  # the crops are decoded again from the files, at the resolution they need
+                    srcs, geoms = [files[it["index"]] for it in good], [it["geometry"] for it in good]
+                    out, _ = zoom.cam_result(x, srcs, geoms, topk=topk)
+                else:
+                    out = cam(x, topk=topk)
                 up = out.upsampled()  # [n, k, H_in, W_in]: the paper upsamples before thresholding
                 loc = localize(up, threshold=threshold)
                 norm = normalize_maps(out.maps.float(), mode="max").cpu().numpy()  # drawings resize it themselves
