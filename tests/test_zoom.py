@@ -35,7 +35,10 @@ def test_zoom_box_hand_computed() -> None:
 
 def test_combination_is_mean_log_softmax_and_the_head_on_mean_features() -> None:
     g = torch.Generator().manual_seed(0)
-    whole, crop = torch.randn(4, 7, generator=g, dtype=torch.float64), torch.randn(4, 7, generator=g, dtype=torch.float64)
+    whole, crop = (
+        torch.randn(4, 7, generator=g, dtype=torch.float64),
+        torch.randn(4, 7, generator=g, dtype=torch.float64),
+    )
     z = combine_logits(whole, crop)
     ref = (whole.log_softmax(1) + crop.log_softmax(1)) / 2
     np.testing.assert_allclose(z.softmax(1).numpy(), ref.softmax(1).numpy(), atol=1e-12)  # same probabilities
@@ -45,8 +48,8 @@ def test_combination_is_mean_log_softmax_and_the_head_on_mean_features() -> None
     w, b = np.random.default_rng(0).normal(size=(3, 5)), np.array([0.5, -1.0, 2.0])
     pw, pc = np.random.default_rng(1).normal(size=(2, 5)), np.random.default_rng(2).normal(size=(2, 5))
     lw, lc = torch.from_numpy(pw @ w.T + b), torch.from_numpy(pc @ w.T + b)
-    np.testing.assert_allclose(combine_logits(lw, lc, crop_weight=0.25).numpy(),
-                               combine_features(pw, pc, crop_weight=0.25).astype(np.float64) @ w.T + b, atol=1e-5)  # fmt: skip
+    on_mean = combine_features(pw, pc, crop_weight=0.25).astype(np.float64) @ w.T + b
+    np.testing.assert_allclose(combine_logits(lw, lc, crop_weight=0.25).numpy(), on_mean, atol=1e-5)
     with pytest.raises(CamlocValueError, match="`crop` must be"):
         combine_logits(whole, crop[:, :3])
     with pytest.raises(CamlocValueError, match="`crop_weight` must be"):
