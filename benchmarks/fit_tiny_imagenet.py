@@ -23,15 +23,31 @@ import time
 from pathlib import Path
 
 
-def _subset(data: Path, out: Path, per_class: int) -> Path:
-    """A Tiny-ImageNet layout under ``out`` with the first ``per_class`` training images of each class (symlinks)."""
-    root = out / f"subset{per_class}"
+def _subset(
+    data: Path, out: Path, per_class: int | None, val_per_class: int | None = None, with_val: bool = True
+) -> Path:
+    """A Tiny-ImageNet layout under ``out`` (symlinks): the first ``per_class`` training images of each class (all
+    with ``None``), and the val split whole, its first ``val_per_class`` images per class, or none."""
+    tag = f"subset{per_class}" + (f"-val{val_per_class}" if val_per_class else "") + ("" if with_val else "-noval")
+    root = out / tag
     if root.exists():
         return root
     (root / "train").mkdir(parents=True)
-    for name in ("wnids.txt", "words.txt", "val"):
+    for name in ("wnids.txt", "words.txt"):
         if (data / name).exists():
             (root / name).symlink_to((data / name).resolve())
+    if with_val and val_per_class is None:
+        (root / "val").symlink_to((data / "val").resolve())
+    elif with_val:
+        (root / "val" / "images").mkdir(parents=True)
+        kept, seen = [], {}
+        for line in (data / "val" / "val_annotations.txt").read_text().splitlines():
+            f, wnid = line.split("\t")[:2]
+            if line.strip() and seen.get(wnid, 0) < val_per_class:
+                seen[wnid] = seen.get(wnid, 0) + 1
+                kept.append(line)
+                (root / "val" / "images" / f).symlink_to((data / "val" / "images" / f).resolve())
+        (root / "val" / "val_annotations.txt").write_text("\n".join(kept) + "\n")
     for wnid in (data / "wnids.txt").read_text().split():
         src = data / "train" / wnid / "images"
         dst = root / "train" / wnid / "images"
@@ -52,6 +68,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--train-per-class", type=int, default=None, help="fit on the first N images of each class")
+    ap.add_argument("--val-per-class", type=int, default=None, help="evaluate on the first N val images per class")
+    ap.add_argument("--no-fit-test", action="store_true", help="the fit sees no val split (evaluate still runs)")
     ap.add_argument("--zoom", action="store_true", help="fit with zoom; evaluate with and without it")
     ap.add_argument("--centred-box", action="store_true", help="print the best centred box's GT-known loc only")
     ap.add_argument("--scratch-epochs", type=int, default=None, help="camloc train tiny_gap for N epochs instead")
@@ -59,7 +77,11 @@ def main() -> None:
     if args.centred_box:
         print(json.dumps(centred_box(args.data)))
         return
-    data = args.data if args.train_per_class is None else _subset(args.data, args.out, args.train_per_class)
+    subset = args.train_per_class is not None or args.val_per_class is not None or args.no_fit_test
+    data = args.data
+    if subset:
+        data = _subset(args.data, args.out, args.train_per_class, args.val_per_class, not args.no_fit_test)
+    val_root = _subset(args.data, args.out, 1, args.val_per_class) if args.val_per_class else args.data
     if args.scratch_epochs is not None:
         print(json.dumps(scratch(args, data)))
         return
@@ -79,7 +101,7 @@ def main() -> None:
     fit_wall = time.perf_counter() - t0
     model, info = load_checkpoint(res.checkpoint)
     model = model.to(args.device)
-    ds = read_dataset(args.data, format="tiny_imagenet", split="val")
+    ds = read_dataset(val_root, format="tiny_imagenet", split="val")
     t1 = time.perf_counter()
     ev = evaluate_samples(
         list(ds.samples), model, info, protocol="paper", threshold=0.2, batch_size=args.batch_size,
@@ -104,6 +126,7 @@ def main() -> None:
                 "model": args.model,
                 **zoomed,
                 "train_images": rep["train_images"],
+                "val_images": len(ds.samples),
                 "classifier": args.classifier,
                 "flip": args.flip,
                 "C": rep["C"],
@@ -152,6 +175,7 @@ def scratch(args: argparse.Namespace, data: Path) -> dict[str, object]:
     from camloc.evaluate import evaluate_samples
     from camloc.train import TrainConfig, train
 
+    data = _subset(args.data, args.out, args.train_per_class, None, with_val=False)  # choose best.pt without val
     out = args.out / f"scratch-tiny_gap-{args.scratch_epochs}"
     cfg = TrainConfig(
         data=data, arch="tiny_gap", epochs=args.scratch_epochs, batch_size=64, lr=0.002, optimizer="adamw",
