@@ -95,6 +95,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from camloc.data.images import find_images
     from camloc.explain import ImageFailure, _keep_freed_memory, explain_images
     from camloc.viz import draw_boxes, overlay, topk_panel
+    from camloc.zoom import zoom_from_args
 
     calib = resolve_calibration(args)
     files = find_images(args.paths, recursive=True)
@@ -111,6 +112,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         model, info = load_model_from_args(args)
         if next(model.parameters()).device.type == "cpu":
             model = model.to(memory_format=torch.channels_last)  # faster CPU convolutions (oneDNN); same results
+    zoom = zoom_from_args(args, model, info)
     out_dir: Path = args.out
     render = not args.no_images
     root = _common_root(files)
@@ -173,6 +175,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
             producer=producer,
             calibration=calib,
             box_head=args.box_head,
+            zoom=zoom or False,
         ):
             if isinstance(item, ImageFailure):
                 failures.append(item.to_dict())
@@ -210,6 +213,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         if calib is None
         else calib.rule.describe(),
         "calibration": None if calib is None else calibration_record(calib, args.calibration, []),
+        **({"zoom": zoom.describe()} if zoom is not None else {}),
         "box_convention": BOX_CONVENTION,
         "images": n_ok,
         "failed": len(failures),
@@ -252,15 +256,37 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_synthetic(args: argparse.Namespace) -> int:
     from camloc.data.synthetic import make_synthetic_dataset
 
+    if args.kind == "text":
+        return _synthetic_text(args)
+    if args.photos is not None:
+        raise CamlocError("`--photos` must come with `--kind text`; the shapes set draws its own backgrounds")
     ds = make_synthetic_dataset(
         args.out,
         num_classes=args.classes,
         train_per_class=args.train_per_class,
         val_per_class=args.val_per_class,
-        image_size=args.image_size,
+        image_size=64 if args.image_size is None else args.image_size,
         seed=args.seed,
     )
     print(f"camloc: synthetic data set ({args.classes} classes) written to {ds.root}")
+    return 0
+
+
+def _synthetic_text(args: argparse.Namespace) -> int:
+    from camloc.data.synthetic_text import find_fonts, make_text_dataset
+
+    if args.photos is None:
+        raise CamlocError("`--photos` must name a folder of photos for `--kind text` (the words go onto them)")
+    fonts = None if args.fonts is None else find_fonts([args.fonts])
+    ds = make_text_dataset(
+        args.out, args.photos, train_per_class=args.train_per_class, val_per_class=args.val_per_class,
+        image_size=224 if args.image_size is None else args.image_size, seed=args.seed, max_words=args.max_words,
+        fonts=fonts,
+    )  # fmt: skip
+    print(
+        f"camloc: text set ({ds.num_train} train / {ds.num_val} val images, {len(ds.photos)} photos, "
+        f"{len(ds.fonts)} fonts) written to {ds.root}"
+    )
     return 0
 
 
@@ -286,6 +312,9 @@ def register_explain(p: argparse.ArgumentParser) -> None:
     from camloc.cli_export import explain_options
 
     explain_options(p)
+    from camloc.cli_zoom import add_zoom_args
+
+    add_zoom_args(p)
     p.set_defaults(func=cmd_explain)
     from camloc.cli_calibrate import add_calibration_args
 
@@ -302,8 +331,18 @@ def register_synthetic(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classes", type=int, default=4)
     p.add_argument("--train-per-class", type=int, default=150)
     p.add_argument("--val-per-class", type=int, default=40)
-    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--image-size", type=int, default=None, help="side in pixels (default 64; --kind text: 224)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--kind", default="shapes", choices=("shapes", "text"), help="shapes (default) or words on --photos")
+    p.add_argument("--photos", type=Path, default=None, help="--kind text: a folder of photos to write on")
+    p.add_argument(
+        "--fonts",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="--kind text: Pillow's font and the .ttf/.otf fonts in DIR instead of the system's",
+    )
+    p.add_argument("--max-words", type=int, default=2, help="--kind text: at most this many words per image")
     p.set_defaults(func=cmd_synthetic)
 
 

@@ -41,6 +41,9 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("camloc_eval"))
     p.add_argument("--json", action="store_true", help="print metrics.json on stdout")
     p.add_argument("--quiet", action="store_true")
+    from camloc.cli_zoom import add_zoom_args
+
+    add_zoom_args(p)
     p.set_defaults(func=cmd_evaluate)
     from camloc.cli_calibrate import add_calibration_args
 
@@ -89,11 +92,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if model is None:
         model, info = load_model_from_args(args)
     started = time.time()
+    from camloc.sweep import get_protocol
+    from camloc.zoom import zoom_from_args
+
+    zoom = zoom_from_args(args, model, info, orientation=get_protocol(args.protocol).exif_orientation)
+    if zoom is not None and args.method != "cam":
+        raise CamlocError("`--zoom` needs `--method cam` (the crop is the top-1 CAM box)")
     res = evaluate_samples(
         samples, model, info, protocol=args.protocol, threshold=args.threshold, method=args.method,
         batch_size=args.batch_size, device=args.device, workers=args.workers, progress=not args.quiet,
         calibration=calib,
         box_head=args.box_head,
+        zoom=zoom or False,
     )  # fmt: skip
     out: Path = args.out
     doc = {
@@ -132,6 +142,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         doc["box_head"] = box_head_summary(args.box_head)
         doc["notes"].append(doc["box_head"]["note"])
+    if zoom is not None:
+        doc["zoom"] = zoom.describe()
     if res.pxap_curve is not None:
         doc["pxap_curve"] = {k: [round(float(x), 6) for x in v] for k, v in res.pxap_curve.items()}
     with JsonlWriter(out / "per_image.jsonl") as w:

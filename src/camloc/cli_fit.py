@@ -42,6 +42,9 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-fraction", type=float, default=0.2, help="per-class hold-out choosing C (default 0.2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--embed-trunk", action="store_true", help="store the trunk's weights in model.pt")
+    from camloc.cli_zoom import add_zoom_args
+
+    add_zoom_args(p)
     p.add_argument("--json", action="store_true", help="print fit_report.json on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_fit)
@@ -57,6 +60,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         cache_dir=args.cache, classifier=args.classifier, Cs=args.Cs, class_weight=args.class_weight,
         flip=args.flip, val_fraction=args.val_fraction, seed=args.seed, embed_trunk=args.embed_trunk,
         batch_size=args.batch_size, device=args.device, workers=args.workers, progress=not args.quiet,
+        zoom=args.zoom, **({} if args.zoom_margin is None else {"zoom_margin": args.zoom_margin}),
     )  # fmt: skip
     if args.json:
         print(json.dumps(res.report))

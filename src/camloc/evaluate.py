@@ -198,6 +198,7 @@ def evaluate_samples(
     calibration: Any = None,
     on_maps: Callable[[MapBatch], None] | None = None,
     box_head: Any = None,
+    zoom: bool | Any = False,
 ) -> EvalResult:
     """Evaluate ``model`` on annotated ``samples`` (see the module docstring for every definition).
 
@@ -209,6 +210,10 @@ def evaluate_samples(
 
     ``box_head``: a :class:`camloc.boxhead.BoxHead` or its file; its boxes replace the CAM boxes of the
     fixed-threshold localization metrics (checked against ``model``'s trunk first).
+
+    ``zoom``: localize-then-classify (:mod:`camloc.zoom`; ``True`` or a :class:`camloc.zoom.Zoom`, CAM only): the
+    classification (top-1 / top-5 and the class of top-1 localization) comes from the combined logits of the whole
+    image and its top-1 crop; the maps stay the whole image's.
     """
     proto = get_protocol(protocol)
     from camloc.calibrate import rule_of
@@ -236,6 +241,12 @@ def evaluate_samples(
         from camloc.boxhead import as_box_head
 
         boxes_from = as_box_head(box_head).bind(model, info)
+    if zoom is True:
+        from camloc.zoom import Zoom
+
+        if cam is None:
+            raise CamlocError("`zoom` needs method 'cam' (the crop is the top-1 CAM box)")
+        zoom = Zoom(model, info, threshold=threshold, orientation=proto.exif_orientation, cam=cam)
     failures: list[dict[str, str]] = []
     bar = None
     if progress:
@@ -265,6 +276,7 @@ def evaluate_samples(
                     rule,
                     on_maps,
                     boxes_from,
+                    zoom,
                 )
             if bar is not None:
                 bar.update(len(items))
@@ -352,11 +364,21 @@ def _evaluate_batch(
     rule: Any = None,
     on_maps: Callable[[MapBatch], None] | None = None,
     boxes_from: Any = None,
+    zoom: Any = None,
 ) -> None:
     """Maps of the top-1 and true classes for a batch, then every metric's update."""
     x = torch.stack([it["x"] for it in good]).to(device)
     true = torch.tensor([samples[it["index"]].class_idx for it in good], dtype=torch.long)
-    top, maps_np = _class_maps(x, true, model, cam, proto)
+    if zoom:
+        from camloc.zoom import zoom_class_maps
+
+        paths = [samples[it["index"]].path for it in good]
+        size_hw = (int(x.shape[2]), int(x.shape[3]))
+        top, maps_np = zoom_class_maps(
+            zoom, x, true, paths, [it["geometry"] for it in good], lambda m: _upsample(m, size_hw, proto)
+        )
+    else:
+        top, maps_np = _class_maps(x, true, model, cam, proto)
     true_np = true.numpy()
     st.cls[0] += int((top[:, 0].numpy() == true_np).sum())
     st.cls[1] += int((top.numpy() == true_np[:, None]).any(1).sum())

@@ -206,6 +206,7 @@ def explain_images(
     producer: Callable[..., CamResult] | None = None,
     calibration: Any = None,
     box_head: Any = None,
+    zoom: bool | Any = False,
 ) -> Iterator[Explained | ImageFailure]:
     """Explain image files in input order, yielding :class:`Explained` or :class:`ImageFailure` per file.
 
@@ -225,6 +226,10 @@ def explain_images(
 
     ``box_head``: a :class:`camloc.boxhead.BoxHead` or its file (checked against ``model``'s trunk); each result
     then also carries the head's class-agnostic box (:attr:`ImageResult.box_head`); the top-k CAM boxes stay.
+
+    ``zoom``: localize-then-classify (:mod:`camloc.zoom`): ``True`` or a :class:`camloc.zoom.Zoom`; the classes
+    and probabilities come from the whole image's and the top-1 crop's combined logits, the maps and boxes from
+    the whole image as without.
     """
     from camloc.calibrate import rule_of
 
@@ -251,6 +256,12 @@ def explain_images(
 
         learned = as_box_head(box_head)
         boxes_from = learned.bind(model, info)
+    if zoom is True:
+        from camloc.zoom import Zoom
+
+        if producer is not None:
+            fail("zoom", "used with the torch model (the crop is classified by it), not with a `producer`", "both")
+        zoom = Zoom(model, info, threshold=threshold, cam=cam)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -261,7 +272,11 @@ def explain_images(
             good = [it for it in items if "x" in it]
             if good:
                 x = torch.stack([it["x"] for it in good]).to(device)
-                out = cam(x, topk=topk)
+                if zoom:  # the crops are decoded again from the files, at the resolution they need
+                    srcs, geoms = [files[it["index"]] for it in good], [it["geometry"] for it in good]
+                    out, _ = zoom.cam_result(x, srcs, geoms, topk=topk)
+                else:
+                    out = cam(x, topk=topk)
                 up = out.upsampled()  # [n, k, H_in, W_in]: the paper upsamples before thresholding
                 net_boxes = localize(up, threshold=threshold).boxes.numpy() if rule is None else rule.boxes(up)
                 norm = normalize_maps(out.maps.float(), mode="max").cpu().numpy()  # drawings resize it themselves

@@ -624,6 +624,8 @@ def fit_linear_head(
     device: str | torch.device = "cpu",
     workers: int | None = None,
     progress: bool = False,
+    zoom: bool = False,
+    zoom_margin: float = 0.1,
 ) -> FitResult:
     """Fit a GAP -> linear head on a frozen trunk's pooled features from image-level labels (module docstring).
 
@@ -638,6 +640,10 @@ def fit_linear_head(
         flip: add the features of the mirrored images as training samples.
         val_fraction: per-class hold-out of the training split that chooses ``C``.
         embed_trunk: store the trunk's weights in ``model.pt`` (always done when they cannot be rebuilt).
+        zoom: localize-then-classify (:mod:`camloc.zoom`): a first head fitted on whole-image features crops each
+            training image at its top-1 CAM box (``zoom_margin`` added), the head is fitted on the mean of the
+            whole image's and the crop's pooled features; test images are cropped with that head's own top-1 box
+            (``evaluate --zoom``). The report's ``zoom`` entry has the first head's whole-image test accuracy.
     Returns:
         :class:`FitResult`.
     """
@@ -647,6 +653,9 @@ def fit_linear_head(
     _sklearn()
     check_number("val_fraction", val_fraction, low=0.0, high=0.9)
     check_choice("classifier", classifier, ("logreg", "svm"))
+    check_number("zoom_margin", zoom_margin, low=0.0, high=10.0)
+    if zoom and flip:
+        fail("flip", "False with zoom (mirrored crops are not extracted)", flip)
     started = time.perf_counter()
     ds = _read_data(data)
     trunk_ref: dict[str, Any]
@@ -689,6 +698,37 @@ def fit_linear_head(
         xs = [feats[v][idx] for v in views]
         return np.concatenate(xs), np.tile(y_all[idx], len(views))
 
+    fit_kw: dict[str, Any] = {
+        "num_classes": len(ds.classes),
+        "classifier": classifier,
+        "Cs": Cs,
+        "class_weight": class_weight,
+        "seed": seed,
+    }
+    zoom_report: dict[str, Any] | None = None
+    zoom_kw: dict[str, Any] = {"margin": zoom_margin, "threshold": 0.2, "cache": cache, "fingerprint": fingerprint}
+    zoom_kw.update(stats=stats, **kw)
+    if zoom:  # stage 1: a whole-image head chooses the training crops; the head below fits on whole + crop
+        from camloc.zoom import combine_features, zoom_fit_features
+
+        t0 = time.perf_counter()
+        x_tr, y_tr = train_set(i_tr)
+        hold = (feats["plain"][i_ho], y_all[i_ho]) if len(i_ho) else (None, None)
+        lf1 = fit_linear_classifier(x_tr, y_tr, *hold, refit=train_set(np.arange(len(y_all))), **fit_kw)
+        stage1_seconds = time.perf_counter() - t0
+        crops = zoom_fit_features(trunk, lf1.weight, lf1.bias, tinfo, train_paths, **zoom_kw)
+        feats = {"plain": combine_features(feats["plain"], crops)}
+        zoom_report = {
+            "margin": zoom_margin,
+            "threshold": 0.2,
+            "crop_weight": 0.5,
+            "features": "mean of the whole image's and the top-1 crop's pooled features",
+            "stage1": {"C": lf1.C, "holdout_accuracy": _nan_none(lf1.holdout_accuracy), "fit_seconds": stage1_seconds},
+        }
+        if test_feats is not None:
+            y_te1 = np.asarray([lbl for _, lbl in ds.test], np.int64)
+            acc1 = float((lf1.logits(test_feats).argmax(1) == y_te1).mean())
+            zoom_report["stage1"]["test_accuracy_whole_image"] = acc1
     t0 = time.perf_counter()
     x_tr, y_tr = train_set(i_tr)
     lf = fit_linear_classifier(
@@ -708,7 +748,14 @@ def fit_linear_head(
         preprocess=preprocess,
         description=f"{classifier} head (C={lf.C:g}) fitted on the pooled features of {trunk_ref['model']}",
     )
+    if zoom and test_feats is not None:  # test crops from the final head's own top-1 map, as `evaluate --zoom`
+        from camloc.zoom import combine_features, zoom_fit_features
+
+        test_crops = zoom_fit_features(trunk, lf.weight, lf.bias, tinfo, test_paths, **zoom_kw)
+        test_feats = combine_features(test_feats, test_crops)
     report = _report(ds, lf, data, trunk_ref, classifier, class_weight, flip, stats, fit_seconds, started, len(i_ho))
+    if zoom_report is not None:
+        report["zoom"] = zoom_report
     if test_feats is not None:
         y_te = np.asarray([lbl for _, lbl in ds.test], np.int64)
         pred = lf.logits(test_feats).argmax(1)
@@ -725,6 +772,8 @@ def fit_linear_head(
         "classifier": classifier,
         "C": lf.C,
     }
+    if zoom:
+        spec["zoom"] = {"margin": zoom_margin, "threshold": 0.2, "crop_weight": 0.5}
     ckpt_path = None
     if out is not None:
         from camloc._io import atomic_write_json, atomic_write_text
@@ -740,6 +789,10 @@ def fit_linear_head(
         atomic_write_text(o / "fit_report.md", _report_md(report))
     info = ModelInfo(info.name, info.categories, info.preprocess, info.description, extra={"build": spec})
     return FitResult(net, info, lf, report, ckpt_path)
+
+
+def _nan_none(v: float) -> float | None:
+    return None if v != v else float(v)
 
 
 def _finish_stats(report: dict[str, Any], stats: dict[str, Any]) -> None:
@@ -814,6 +867,13 @@ def _report_md(rep: dict[str, Any]) -> str:
     if "test" in rep:
         lines.append(f"- test (the data set's validation split, {rep['test']['images']} images): "
                      f"{pct(rep['test']['accuracy'])}")  # fmt: skip
+    z = rep.get("zoom")
+    if z:
+        whole = z["stage1"].get("test_accuracy_whole_image")
+        lines.append(
+            f"- zoom: fitted on the mean of whole-image and top-1-crop features (margin {z['margin']:g})"
+            + (f"; the whole-image head's test accuracy: {pct(whole)}" if whole is not None else "")
+        )
     if rep["binary_positive_class"]:
         lines.append(f"- binary: the positive class (the one with a map) is {rep['binary_positive_class']!r}")
     ips = f["images_per_second"]
