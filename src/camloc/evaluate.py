@@ -39,7 +39,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -55,6 +55,9 @@ from camloc.metrics import LocalizationAccuracy, MaxBoxAcc, MaxBoxAccV2, PxAP
 from camloc.models.registry import ModelInfo, Preprocess
 from camloc.pipeline import ImagePipeline
 from camloc.sweep import Protocol, box_iou, get_protocol, sweep_boxes
+
+if TYPE_CHECKING:
+    from camloc.faithfulness import Faithfulness, FaithfulnessConfig, FaithfulnessResult
 
 __all__ = ["EvalResult", "evaluate_samples"]
 
@@ -82,6 +85,7 @@ class EvalResult:
     n_images: int = 0
     n_box_images: int = 0
     n_mask_images: int = 0
+    faithfulness: FaithfulnessResult | None = None  # with ``faithfulness=``: of the true class's map
 
 
 def _gt_mask(paths: Sequence[os.PathLike[str]], geometry: Geometry, proto: Protocol) -> np.ndarray:
@@ -174,8 +178,13 @@ def evaluate_samples(
     device: str | torch.device = "cpu",
     workers: int | None = None,
     progress: bool = False,
+    faithfulness: FaithfulnessConfig | None = None,
 ) -> EvalResult:
-    """Evaluate ``model`` on annotated ``samples`` (see the module docstring for every definition)."""
+    """Evaluate ``model`` on annotated ``samples`` (see the module docstring for every definition).
+
+    ``faithfulness``: also compute :mod:`camloc.faithfulness`'s metrics of the TRUE class's map (at the input size)
+    on every evaluated image (``EvalResult.faithfulness``; per-image values in ``per_image``).
+    """
     proto = get_protocol(protocol)
     check_number("threshold", threshold, low=0.0, high=1.0)
     check_choice("method", method, ("cam", "backprop"))
@@ -194,6 +203,11 @@ def evaluate_samples(
         pix=PxAP(protocol=proto, thresholds=thresholds),
     )
     cam = CAM(model) if method == "cam" else None
+    faith = None
+    if faithfulness is not None:
+        from camloc.faithfulness import Faithfulness
+
+        faith = Faithfulness(faithfulness, mean=info.preprocess.mean, std=info.preprocess.std)
     failures: list[dict[str, str]] = []
     bar = None
     if progress:
@@ -210,7 +224,7 @@ def evaluate_samples(
                     failures.append({"path": str(s.path), "error": "no ground-truth box or mask"})
             good = [it for it in items if "x" in it and (len(it["boxes"]) or it["mask"] is not None)]
             if good:
-                _evaluate_batch(good, samples, model, cam, proto, threshold, info.preprocess.size, device, state)
+                _evaluate_batch(good, samples, model, cam, proto, threshold, info.preprocess.size, device, state, faith)
             if bar is not None:
                 bar.update(len(items))
     finally:
@@ -245,6 +259,7 @@ def evaluate_samples(
         n,
         n_box_images=state.n_boxes,
         n_mask_images=state.n_masks,
+        faithfulness=faith.compute() if faith is not None else None,
     )
 
 
@@ -294,6 +309,7 @@ def _evaluate_batch(
     size: tuple[int, int],
     device: str | torch.device,
     st: _State,
+    faith: Faithfulness | None = None,
 ) -> None:
     """Maps of the top-1 and true classes for a batch, then every metric's update."""
     x = torch.stack([it["x"] for it in good]).to(device)
@@ -303,6 +319,9 @@ def _evaluate_batch(
     st.cls[0] += int((top[:, 0].numpy() == true_np).sum())
     st.cls[1] += int((top.numpy() == true_np[:, None]).any(1).sum())
     true_maps = maps_np[:, 1]
+    scales = [it["geometry"].scale for it in good]  # network pixels per original pixel (pointing tolerance)
+    extra = None if faith is None else faith.update(model, x, torch.from_numpy(true_maps), true,
+                                                    [it["boxes"] for it in good], scale=scales)  # fmt: skip
     box_true = np.stack([sweep_boxes(m, protocol=proto, thresholds=[threshold])[0] for m in true_maps])
     box_top1 = np.stack([sweep_boxes(m, protocol=proto, thresholds=[threshold])[0] for m in maps_np[:, 0]])
     boxed = [i for i, it in enumerate(good) if len(it["boxes"])]
@@ -355,6 +374,8 @@ def _evaluate_batch(
                 top1_loc=bool(t1 == s.class_idx and iou_true >= 0.5),
                 gt_known_loc=bool(iou_true >= 0.5),
             )
+        if extra is not None:
+            rec["faithfulness"] = extra[i]
         st.per_image.append(rec)
 
 
