@@ -44,10 +44,41 @@ def register(p: argparse.ArgumentParser) -> None:
     from camloc.cli_zoom import add_zoom_args
 
     add_zoom_args(p)
+    _faithfulness_args(p)
     p.set_defaults(func=cmd_evaluate)
     from camloc.cli_calibrate import add_calibration_args
 
     add_calibration_args(p, subset=True)
+
+
+def _faithfulness_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("faithfulness (of the true class's map; see camloc.faithfulness)")
+    g.add_argument(
+        "--faithfulness",
+        action="store_true",
+        help="add deletion/insertion AUC, Average Drop, Increase in Confidence, pointing game, energy pointing game",
+    )
+    g.add_argument("--faithfulness-steps", type=int, default=50, metavar="N", help="deletion/insertion steps (50)")
+    g.add_argument(
+        "--faithfulness-baseline",
+        default="rise",
+        choices=("rise", "zero", "blur", "mean"),
+        help="removed pixels' baseline; rise (default): zero for deletion, blur for insertion",
+    )
+
+
+def _faithfulness_config(args: argparse.Namespace) -> Any:
+    """The :class:`camloc.faithfulness.FaithfulnessConfig` of ``--faithfulness*`` (None without the flag)."""
+    if not args.faithfulness:
+        return None
+    from camloc.faithfulness import FaithfulnessConfig
+
+    b = args.faithfulness_baseline
+    d, i = ("zero", "blur") if b == "rise" else (b, b)  # type: tuple[Any, Any]
+    chunk = max(1, args.batch_size) * 4
+    return FaithfulnessConfig(
+        steps=args.faithfulness_steps, deletion_baseline=d, insertion_baseline=i, chunk_size=chunk
+    )
 
 
 def register_cli(sub: Any) -> None:
@@ -104,6 +135,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         calibration=calib,
         box_head=args.box_head,
         zoom=zoom or False,
+        faithfulness=_faithfulness_config(args),
     )  # fmt: skip
     out: Path = args.out
     doc = {
@@ -144,6 +176,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         doc["notes"].append(doc["box_head"]["note"])
     if zoom is not None:
         doc["zoom"] = zoom.describe()
+    if res.faithfulness is not None:
+        from camloc.faithfulness import faithfulness_doc
+
+        doc["metrics"].update({k: round(float(v), 6) for k, v in res.faithfulness.metrics.items()})
+        doc["faithfulness"] = faithfulness_doc(res.faithfulness)
     if res.pxap_curve is not None:
         doc["pxap_curve"] = {k: [round(float(x), 6) for x in v] for k, v in res.pxap_curve.items()}
     with JsonlWriter(out / "per_image.jsonl") as w:
@@ -227,6 +264,10 @@ def _report(doc: dict[str, Any]) -> str:
         if k in m:
             lines.append(f"| {label} | {100 * m[k]:.2f} | {100 * (1 - m[k]):.2f} |")
     lines += ["", "Localization: class right (where it applies) and IoU >= 0.5 with some ground-truth box.", ""]
+    if "faithfulness" in doc:
+        from camloc.faithfulness import report_lines
+
+        lines += report_lines(doc["faithfulness"])
     return "\n".join(lines)
 
 

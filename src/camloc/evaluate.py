@@ -44,7 +44,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -60,6 +60,9 @@ from camloc.metrics import LocalizationAccuracy, MaxBoxAcc, MaxBoxAccV2, PxAP
 from camloc.models.registry import ModelInfo, Preprocess
 from camloc.pipeline import ImagePipeline
 from camloc.sweep import Protocol, box_iou, get_protocol, sweep_boxes
+
+if TYPE_CHECKING:
+    from camloc.faithfulness import Faithfulness, FaithfulnessConfig, FaithfulnessResult
 
 __all__ = ["EvalResult", "MapBatch", "evaluate_samples"]
 
@@ -87,6 +90,7 @@ class EvalResult:
     n_images: int = 0
     n_box_images: int = 0
     n_mask_images: int = 0
+    faithfulness: FaithfulnessResult | None = None  # with ``faithfulness=``: of the true class's map
 
 
 @dataclass(frozen=True, eq=False)
@@ -199,6 +203,7 @@ def evaluate_samples(
     on_maps: Callable[[MapBatch], None] | None = None,
     box_head: Any = None,
     zoom: bool | Any = False,
+    faithfulness: FaithfulnessConfig | None = None,
 ) -> EvalResult:
     """Evaluate ``model`` on annotated ``samples`` (see the module docstring for every definition).
 
@@ -214,6 +219,9 @@ def evaluate_samples(
     ``zoom``: localize-then-classify (:mod:`camloc.zoom`; ``True`` or a :class:`camloc.zoom.Zoom`, CAM only): the
     classification (top-1 / top-5 and the class of top-1 localization) comes from the combined logits of the whole
     image and its top-1 crop; the maps stay the whole image's.
+
+    ``faithfulness``: also compute :mod:`camloc.faithfulness`'s metrics of the TRUE class's map (at the input size)
+    on every evaluated image (``EvalResult.faithfulness``; per-image values in ``per_image``).
     """
     proto = get_protocol(protocol)
     from camloc.calibrate import rule_of
@@ -247,6 +255,11 @@ def evaluate_samples(
         if cam is None:
             raise CamlocError("`zoom` needs method 'cam' (the crop is the top-1 CAM box)")
         zoom = Zoom(model, info, threshold=threshold, orientation=proto.exif_orientation, cam=cam)
+    faith = None
+    if faithfulness is not None:
+        from camloc.faithfulness import Faithfulness
+
+        faith = Faithfulness(faithfulness, mean=info.preprocess.mean, std=info.preprocess.std)
     failures: list[dict[str, str]] = []
     bar = None
     if progress:
@@ -277,6 +290,7 @@ def evaluate_samples(
                     on_maps,
                     boxes_from,
                     zoom,
+                    faith,
                 )
             if bar is not None:
                 bar.update(len(items))
@@ -312,6 +326,7 @@ def evaluate_samples(
         n,
         n_box_images=state.n_boxes,
         n_mask_images=state.n_masks,
+        faithfulness=faith.compute() if faith is not None else None,
     )
 
 
@@ -365,6 +380,7 @@ def _evaluate_batch(
     on_maps: Callable[[MapBatch], None] | None = None,
     boxes_from: Any = None,
     zoom: Any = None,
+    faith: Faithfulness | None = None,
 ) -> None:
     """Maps of the top-1 and true classes for a batch, then every metric's update."""
     x = torch.stack([it["x"] for it in good]).to(device)
@@ -383,6 +399,9 @@ def _evaluate_batch(
     st.cls[0] += int((top[:, 0].numpy() == true_np).sum())
     st.cls[1] += int((top.numpy() == true_np[:, None]).any(1).sum())
     true_maps = maps_np[:, 1]
+    scales = [it["geometry"].scale for it in good]  # network pixels per original pixel (pointing tolerance)
+    extra = None if faith is None else faith.update(model, x, torch.from_numpy(true_maps), true,
+                                                    [it["boxes"] for it in good], scale=scales)  # fmt: skip
 
     def box_of(m: np.ndarray) -> np.ndarray:  # the paper's rule at `threshold`, or the calibrated rule
         return sweep_boxes(m, protocol=proto, thresholds=[threshold])[0] if rule is None else rule.box(m)
@@ -444,6 +463,8 @@ def _evaluate_batch(
                 top1_loc=bool(t1 == s.class_idx and iou_true >= 0.5),
                 gt_known_loc=bool(iou_true >= 0.5),
             )
+        if extra is not None:
+            rec["faithfulness"] = extra[i]
         st.per_image.append(rec)
 
 
