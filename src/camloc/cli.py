@@ -46,6 +46,28 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _method_args(p: argparse.ArgumentParser) -> None:
+    """``--method NAME`` and ``--method-arg k=v`` (camloc.methods), shared by explain and evaluate."""
+    p.add_argument("--method", default="cam", help="map method (`camloc methods` lists them; default cam)")
+    p.add_argument(
+        "--method-arg",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="a parameter of --method (repeatable), e.g. scales=0.75,1,1.25",
+    )
+
+
+def method_from_args(args: argparse.Namespace) -> tuple[str, dict[str, str]]:
+    """``(--method, {k: v})`` checked against the method table before any model is built (errors name the
+    option and list the valid names / parameters)."""
+    from camloc.methods import parse_method_args, resolve_method
+
+    margs = parse_method_args(args.method_arg, option="--method-arg")
+    resolve_method(args.method, margs, names=("--method", "--method-arg"))
+    return args.method, margs
+
+
 def load_model_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
     """Build the model named by ``--model/--weights`` or ``--checkpoint``; put it on ``--device`` in eval mode."""
     import torch
@@ -98,6 +120,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     files = find_images(args.paths, recursive=True)
     if not files:
         raise CamlocError("`PATH` must name image files or folders holding images; none were found")
+    method, margs = method_from_args(args)
     _keep_freed_memory()  # this process is ours: CPU batches no longer page-fault their activations in each time
     model, info = load_model_from_args(args)
     if next(model.parameters()).device.type == "cpu":
@@ -156,6 +179,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
             workers=args.workers,
             display_max_side=args.max_side,
             progress=not args.quiet,
+            method=method,
+            method_args=margs,
         ):
             if isinstance(item, ImageFailure):
                 failures.append(item.to_dict())
@@ -188,6 +213,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         "topk": args.topk,
         "threshold": args.threshold,
         "threshold_rule": "normalised by max, keep >= threshold, largest 8-connected component",
+        **({"method": method, "method_args": margs} if method != "cam" or margs else {}),
         "box_convention": BOX_CONVENTION,
         "images": n_ok,
         "failed": len(failures),
@@ -215,6 +241,18 @@ def cmd_models(args: argparse.Namespace) -> int:
         tag = "embedded weights" if e.default_weights else "needs --weights/--checkpoint or training"
         print(f"{e.name:<{width}}  {e.description}  [{tag}]")
     print("timm:NAME / torchvision:NAME  any timm or torchvision classifier with a GAP head (--weights FILE)")
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from camloc.methods import list_methods
+
+    rows = list_methods()
+    if args.json:
+        print(json.dumps([{"name": n, "description": d} for n, d in rows]))
+        return 0
+    for name, desc in rows:
+        print(f"{name}\t{desc}")
     return 0
 
 
@@ -249,12 +287,18 @@ def register_explain(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-images", action="store_true", help="write only results.jsonl and manifest.json")
     p.add_argument("--json", action="store_true", help="also print each result as a JSON line on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _method_args(p)
     p.set_defaults(func=cmd_explain)
 
 
 def register_models(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_models)
+
+
+def register_methods(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_methods)
 
 
 def register_synthetic(p: argparse.ArgumentParser) -> None:
@@ -271,6 +315,7 @@ def register_synthetic(p: argparse.ArgumentParser) -> None:
 COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("explain", "camloc.cli:register_explain", "top-k classes, CAM overlays and boxes for image files or folders"),
     ("models", "camloc.cli:register_models", "list the built-in models"),
+    ("methods", "camloc.cli:register_methods", "list the map methods of --method (name, tab, description)"),
     ("synthetic", "camloc.cli:register_synthetic", "write the synthetic weak-localization data set (CSV + masks)"),
     (
         "evaluate",

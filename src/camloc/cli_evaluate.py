@@ -18,7 +18,7 @@ _FORMAT_NAMES = {"imagenet": "ilsvrc_xml", "tiny": "tiny_imagenet"}
 
 def register(p: argparse.ArgumentParser) -> None:
     """Fill the ``camloc evaluate`` sub-parser (the CLI's command table calls this; see :mod:`camloc.cli`)."""
-    from camloc.cli import _model_args
+    from camloc.cli import _method_args, _model_args
 
     p.add_argument("data", type=Path, metavar="DATA", help="annotated data set (folder or annotation file)")
     p.add_argument("--format", default="auto", choices=FORMAT_CHOICES)
@@ -26,7 +26,7 @@ def register(p: argparse.ArgumentParser) -> None:
     _model_args(p)
     p.add_argument("--protocol", default="paper", choices=("paper", "wsolevaluation"))
     p.add_argument("--threshold", type=float, default=0.2, help="threshold for the fixed-threshold metrics")
-    p.add_argument("--method", default="cam", choices=("cam", "backprop"))
+    _method_args(p)
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     p.add_argument("--out", type=Path, default=Path("camloc_eval"))
     p.add_argument("--json", action="store_true", help="print metrics.json on stdout")
@@ -51,13 +51,14 @@ def _format_name(fmt: str) -> str:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from camloc._io import JsonlWriter, atomic_write_json, atomic_write_text
-    from camloc.cli import load_model_from_args
+    from camloc.cli import load_model_from_args, method_from_args
     from camloc.data.annotations import read_dataset
     from camloc.errors import CamlocError
     from camloc.evaluate import evaluate_samples
 
     if args.limit is not None and args.limit < 1:
         raise CamlocError(f"`--limit` must be >= 1; got {args.limit}")
+    method, margs = method_from_args(args)
     kw: dict[str, Any] = {} if args.split is None else {"split": args.split}
     ds = read_dataset(args.data, format=_format_name(args.format), **kw)
     samples = list(ds.samples)[: args.limit] if args.limit else list(ds.samples)
@@ -66,8 +67,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model, info = load_model_from_args(args)
     started = time.time()
     res = evaluate_samples(
-        samples, model, info, protocol=args.protocol, threshold=args.threshold, method=args.method,
-        batch_size=args.batch_size, device=args.device, workers=args.workers, progress=not args.quiet,
+        samples, model, info, protocol=args.protocol, threshold=args.threshold, method=method,
+        method_args=margs, batch_size=args.batch_size, device=args.device, workers=args.workers,
+        progress=not args.quiet,
     )  # fmt: skip
     out: Path = args.out
     doc = {
@@ -83,6 +85,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "failures": res.failures,
         "model": info.name,
         "method": args.method,
+        **({"method_args": margs} if margs else {}),
         "protocol": args.protocol,
         "threshold": args.threshold,
         "best_threshold": _num(res.best_threshold),

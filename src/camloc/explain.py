@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,6 +195,8 @@ def explain_images(
     workers: int | None = None,
     display_max_side: int = 512,
     progress: bool = False,
+    method: str | Any = "cam",
+    method_args: Mapping[str, Any] | None = None,
 ) -> Iterator[Explained | ImageFailure]:
     """Explain image files in input order, yielding :class:`Explained` or :class:`ImageFailure` per file.
 
@@ -205,6 +207,9 @@ def explain_images(
 
     ``workers=None`` decodes in up to 2 threads, up to two batches ahead of the model; ``workers=N`` uses ``N``
     DataLoader worker processes instead (``0``: decode in the calling thread, between batches).
+
+    ``method`` names a map method of :mod:`camloc.methods` (with ``method_args``) or is a ready producer; the
+    default ``"cam"`` is :class:`camloc.CAM`. Maps of any resolution are upsampled to the input before boxing.
     """
     check_number("topk", topk, low=1, integer=True)
     check_number("threshold", threshold, low=0.0, high=1.0)
@@ -219,7 +224,9 @@ def explain_images(
         check_number("workers", workers, low=0, integer=True)
         loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=_collate)
         batches = iter(loader)
-    cam = CAM(model)
+    from camloc.methods import make_producer
+
+    cam = CAM(model) if method == "cam" and not method_args else make_producer(method, model, info, method_args)
     bar = None
     if progress:
         from tqdm import tqdm
