@@ -95,7 +95,7 @@ class TorchcamAdapter(MapMethod):
         extractor, logits = state
         m = classes.shape[1]
         out = []
-        with kept_modes(self.net), frozen_parameters(self.net):
+        with torch.enable_grad(), kept_modes(self.net), frozen_parameters(self.net):
             for j in range(m):
                 kw = {"retain_graph": j < m - 1} if self.gradients else {}
                 idx = [int(c) for c in classes[:, j].tolist()]

@@ -12,7 +12,8 @@ What is fused, exactly:
 - ``ensemble`` (:class:`Ensemble`): each member model gets its own input, made from ``x`` by undoing the first
   model's normalisation, resizing to the member's input size with its interpolation, and applying the member's
   mean / std (so the members see the image as their preprocessing would, up to resampling from the network
-  input). The **probabilities** are the mean of the members' softmax; the returned logits are their log (so
+  input; the model ``x`` was made for gets ``x`` itself; sizes scale with ``x``, so an enlarged ``x`` stays
+  enlarged). The **probabilities** are the mean of the members' softmax; the returned logits are their log (so
   ``softmax(logits)`` is that mean). Each member's maps are resized to the input size, **normalised per map**
   (``norm=max``: ``clamp(M / max M, 0, 1)``; ``minmax``), and averaged. One member gives the normalised
   upsampled maps of the base method.
@@ -97,7 +98,7 @@ class Ensemble(MapMethod):
 
     Args:
         members: ``(producer, preprocess)`` per model; ``preprocess`` is the member's
-            :class:`~camloc.models.registry.Preprocess`.
+            :class:`~camloc.models.registry.Preprocess`, or ``None`` for the model ``x`` was made for.
         preprocess: the preprocessing of the input ``x`` (the first model's).
         norm: per-map normalisation before averaging (``"max"`` or ``"minmax"``).
     """
@@ -112,17 +113,19 @@ class Ensemble(MapMethod):
         self.norm = norm
 
     def _input(self, x: torch.Tensor, pre: Any) -> torch.Tensor:
-        p0 = self.preprocess
-        size = tuple(int(s) for s in pre.size)
-        same_norm = tuple(pre.mean) == tuple(p0.mean) and tuple(pre.std) == tuple(p0.std)
-        if same_norm and size == tuple(x.shape[-2:]):
+        """The member's input: ``x`` itself for the first model (``pre is None``), else resized to the member's size
+        (relative to the first model's, so an enlarged ``x`` stays enlarged) and renormalised."""
+        if pre is None:
             return x
+        p0 = self.preprocess
+        h, w = int(x.shape[2]), int(x.shape[3])
+        size = (max(1, round(pre.size[0] * h / p0.size[0])), max(1, round(pre.size[1] * w / p0.size[1])))
         mode = "bicubic" if pre.interpolation == "bicubic" else "bilinear"
-        if same_norm:
-            return rescale_input(x, (size[0], size[1]), mode=mode)
+        if tuple(pre.mean) == tuple(p0.mean) and tuple(pre.std) == tuple(p0.std):
+            return rescale_input(x, size, mode=mode)
         m0 = torch.as_tensor(p0.mean, dtype=x.dtype, device=x.device)[:, None, None]
         s0 = torch.as_tensor(p0.std, dtype=x.dtype, device=x.device)[:, None, None]
-        img = rescale_input(x * s0 + m0, (size[0], size[1]), mode=mode)
+        img = rescale_input(x * s0 + m0, size, mode=mode)
         m1 = torch.as_tensor(pre.mean, dtype=x.dtype, device=x.device)[:, None, None]
         s1 = torch.as_tensor(pre.std, dtype=x.dtype, device=x.device)[:, None, None]
         return (img - m1) / s1
@@ -161,9 +164,9 @@ def build_ensemble(model: nn.Module, info: Any, *, models: tuple[str, ...], base
     members = []
     for name in models:
         if name in ("self", getattr(info, "name", None)):
-            m, i = model, info
+            members.append((build_base(base, model, info), None))
         else:
             m, i = create_model(name)
             m = m.to(device=device, memory_format=fmt).eval()
-        members.append((build_base(base, m, i), i.preprocess))
+            members.append((build_base(base, m, i), i.preprocess))
     return Ensemble(members, info.preprocess, norm=norm)
