@@ -315,7 +315,6 @@ def register_synthetic(p: argparse.ArgumentParser) -> None:
 COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("explain", "camloc.cli:register_explain", "top-k classes, CAM overlays and boxes for image files or folders"),
     ("models", "camloc.cli:register_models", "list the built-in models"),
-    ("methods", "camloc.cli:register_methods", "list the map methods of --method (name, tab, description)"),
     ("synthetic", "camloc.cli:register_synthetic", "write the synthetic weak-localization data set (CSV + masks)"),
     (
         "evaluate",
@@ -330,6 +329,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
         "camloc.serve.cli:register",
         "a local web app and JSON API: drop photos, see their classes, maps and boxes",
     ),
+    ("methods", "camloc.cli:register_methods", "list the map methods of --method (name, tab, description)"),
 )
 
 
