@@ -161,7 +161,7 @@ def build_ensemble(model: nn.Module, info: Any, *, models: tuple[str, ...], base
     from camloc.models.registry import create_model
 
     device, fmt = _device_and_format(model)
-    members = []
+    members: list[tuple[Any, Any]] = []
     for name in models:
         if name in ("self", getattr(info, "name", None)):
             members.append((build_base(base, model, info), None))
