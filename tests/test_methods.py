@@ -286,6 +286,10 @@ def test_hires_is_the_base_on_an_enlarged_input(tiny_model, images) -> None:
     ref = CAM(tiny_model)(big, topk=2)
     assert out.maps.shape[-2:] == (32, 40) and out.input_size == (32, 40)
     assert _close(out.maps, ref.maps) and torch.equal(out.classes, ref.classes)
+    own = get_method("hires", tiny_model, INFO, scale=2, logits="input")(images, topk=2)
+    plain = CAM(tiny_model)(images, topk=2)
+    assert torch.equal(own.logits, plain.logits) and torch.equal(own.classes, plain.classes)
+    assert _close(own.maps, CAM(tiny_model)(big, classes=plain.classes).maps)
 
 
 # ------------------------------------------------------------------------------------------------- agnostic maps

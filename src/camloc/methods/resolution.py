@@ -28,24 +28,29 @@ __all__ = ["Hires", "build_dilate", "build_hires", "dilate_last_stages"]
 
 class Hires(MapMethod):
     """The base producer on ``x`` enlarged by ``scale`` (bilinear, from the network input tensor); maps stay on the
-    base method's (finer) grid, logits are those of the enlarged input."""
+    base method's (finer) grid. ``logits="scaled"``: the logits of the enlarged input; ``"input"``: those of ``x``
+    itself (one more forward, classification as the plain model's)."""
 
     name = "hires"
 
-    def __init__(self, base: Any, *, scale: float) -> None:
+    def __init__(self, base: Any, *, scale: float, logits: str = "scaled") -> None:
         self.base = base
         self.scale = float(scale)
+        self.logits = logits
 
     def forward(self, x: torch.Tensor) -> tuple[Any, torch.Tensor]:
         size = scaled_size((int(x.shape[2]), int(x.shape[3])), self.scale)
-        return self.base.forward(rescale_input(x, size))
+        state, logits = self.base.forward(rescale_input(x, size))
+        if self.logits == "input":
+            logits = self.base.forward(x)[1]
+        return state, logits
 
     def maps(self, state: Any, classes: torch.Tensor) -> torch.Tensor:
         return self.base.maps(state, classes)
 
 
-def build_hires(model: nn.Module, info: Any, *, scale: float, base: Any) -> Hires:
-    return Hires(build_base(base, model, info), scale=scale)
+def build_hires(model: nn.Module, info: Any, *, scale: float, base: Any, logits: str) -> Hires:
+    return Hires(build_base(base, model, info), scale=scale, logits=logits)
 
 
 def _static_padding(conv: nn.Conv2d) -> None:
