@@ -187,7 +187,7 @@ BUILTIN: tuple[MethodEntry, ...] = (
 
 #: Preset aliases: name -> (method, preset arguments, description).
 ALIASES: dict[str, tuple[str, dict[str, Any], str]] = {
-    "best": ("cam", {}, "the recommended method (see the README's `Map methods`)"),
+    "best": ("hires", {"scale": 2.0, "logits": "input"}, "the recommended method (README, `Map methods`)"),
 }
 
 _REGISTRY: dict[str, MethodEntry] = {e.name: e for e in BUILTIN}
