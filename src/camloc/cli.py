@@ -46,6 +46,30 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _method_args(p: argparse.ArgumentParser) -> None:
+    """``--method NAME`` and ``--method-arg k=v`` (camloc.methods), shared by explain and evaluate."""
+    p.add_argument("--method", default="cam", help="map method (`camloc methods` lists them; default cam)")
+    p.add_argument(
+        "--method-arg",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="a parameter of --method (repeatable), e.g. scales=0.75,1,1.25",
+    )
+
+
+def method_from_args(args: argparse.Namespace) -> tuple[str, dict[str, str]]:
+    """``(--method, {k: v})`` checked against the method table before any model is built (errors name the
+    option and list the valid names / parameters)."""
+    from camloc.methods import parse_method_args, resolve_method
+
+    margs = parse_method_args(args.method_arg, option="--method-arg")
+    if not margs and getattr(args, "method_args_resolved", None):  # the calibration's method arguments
+        margs = dict(args.method_args_resolved)
+    resolve_method(args.method, margs, names=("--method", "--method-arg"))
+    return args.method, margs
+
+
 def load_model_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
     """Build the model named by ``--model/--weights`` or ``--checkpoint``; put it on ``--device`` in eval mode."""
     import torch
@@ -101,6 +125,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     files = find_images(args.paths, recursive=True)
     if not files:
         raise CamlocError("`PATH` must name image files or folders holding images; none were found")
+    method, margs = method_from_args(args)
     _keep_freed_memory()  # this process is ours: CPU batches no longer page-fault their activations in each time
     producer = None
     if getattr(args, "onnx", None) is not None:  # onnxruntime runs the exported graph: no torch model at all
@@ -176,6 +201,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
             calibration=calib,
             box_head=args.box_head,
             zoom=zoom or False,
+            method=method,
+            method_args=margs,
         ):
             if isinstance(item, ImageFailure):
                 failures.append(item.to_dict())
@@ -214,6 +241,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         else calib.rule.describe(),
         "calibration": None if calib is None else calibration_record(calib, args.calibration, []),
         **({"zoom": zoom.describe()} if zoom is not None else {}),
+        **({"method": method, "method_args": margs} if method != "cam" or margs else {}),
         "box_convention": BOX_CONVENTION,
         "images": n_ok,
         "failed": len(failures),
@@ -250,6 +278,18 @@ def cmd_models(args: argparse.Namespace) -> int:
         tag = "embedded weights" if e.default_weights else "needs --weights/--checkpoint or training"
         print(f"{e.name:<{width}}  {e.description}  [{tag}]")
     print("timm:NAME / torchvision:NAME  any timm or torchvision classifier with a GAP head (--weights FILE)")
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from camloc.methods import list_methods
+
+    rows = list_methods()
+    if args.json:
+        print(json.dumps([{"name": n, "description": d} for n, d in rows]))
+        return 0
+    for name, desc in rows:
+        print(f"{name}\t{desc}")
     return 0
 
 
@@ -315,6 +355,7 @@ def register_explain(p: argparse.ArgumentParser) -> None:
     from camloc.cli_zoom import add_zoom_args
 
     add_zoom_args(p)
+    _method_args(p)
     p.set_defaults(func=cmd_explain)
     from camloc.cli_calibrate import add_calibration_args
 
@@ -324,6 +365,11 @@ def register_explain(p: argparse.ArgumentParser) -> None:
 def register_models(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_models)
+
+
+def register_methods(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_methods)
 
 
 def register_synthetic(p: argparse.ArgumentParser) -> None:
@@ -371,6 +417,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
         "a local web app and JSON API: drop photos, see their classes, maps and boxes",
     ),
     ("export", "camloc.cli_export:register", "export a model's CAM graph (top-k classes and maps) to ONNX"),
+    ("methods", "camloc.cli:register_methods", "list the map methods of --method (name, tab, description)"),
 )
 
 

@@ -72,26 +72,10 @@ def add_calibration_args(p: argparse.ArgumentParser, *, subset: bool = False) ->
 
 
 def parse_method_args(items: list[str] | None) -> dict[str, Any]:
-    """``["k=v", ...]`` -> ``{k: v}`` with ints, floats and true/false converted."""
-    from camloc.errors import CamlocError
+    """``["k=v", ...]`` -> ``{k: v}`` (strings; :func:`camloc.methods.resolve_method` converts them)."""
+    from camloc.methods import parse_method_args as parse
 
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, eq, raw = item.partition("=")
-        if not eq or not key:
-            raise CamlocError(f"`--method-arg` must be K=V; got {item!r}")
-        val: Any = raw
-        if raw.lower() in ("true", "false"):
-            val = raw.lower() == "true"
-        else:
-            for conv in (int, float):
-                try:
-                    val = conv(raw)
-                    break
-                except ValueError:
-                    continue
-        out[key] = val
-    return out
+    return parse(items, option="--method-arg")
 
 
 def resolve_calibration(args: argparse.Namespace) -> Any:

@@ -18,7 +18,7 @@ _FORMAT_NAMES = {"imagenet": "ilsvrc_xml", "tiny": "tiny_imagenet"}
 
 def register(p: argparse.ArgumentParser) -> None:
     """Fill the ``camloc evaluate`` sub-parser (the CLI's command table calls this; see :mod:`camloc.cli`)."""
-    from camloc.cli import _model_args
+    from camloc.cli import _method_args, _model_args
 
     p.add_argument("data", type=Path, metavar="DATA", help="annotated data set (folder or annotation file)")
     p.add_argument("--format", default="auto", choices=FORMAT_CHOICES)
@@ -33,7 +33,7 @@ def register(p: argparse.ArgumentParser) -> None:
     _model_args(p)
     p.add_argument("--protocol", default="paper", choices=("paper", "wsolevaluation"))
     p.add_argument("--threshold", type=float, default=0.2, help="threshold for the fixed-threshold metrics")
-    p.add_argument("--method", default="cam", choices=("cam", "backprop"))
+    _method_args(p)
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     p.add_argument("--box-head", type=Path, default=None,
                    help="a learned box head (camloc boxhead): its box replaces the CAM box of the localization "
@@ -98,7 +98,7 @@ def _format_name(fmt: str) -> str:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from camloc._io import JsonlWriter, atomic_write_json, atomic_write_text
-    from camloc.cli import load_model_from_args
+    from camloc.cli import load_model_from_args, method_from_args
     from camloc.cli_calibrate import calibration_record, resolve_calibration, select_subset
     from camloc.data.annotations import read_dataset
     from camloc.errors import CamlocError
@@ -107,6 +107,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     calib = resolve_calibration(args)
     if args.limit is not None and args.limit < 1:
         raise CamlocError(f"`--limit` must be >= 1; got {args.limit}")
+    method, margs = method_from_args(args)
     kw: dict[str, Any] = {} if args.split is None else {"split": args.split}
     model: Any = None
     info: Any = None
@@ -130,9 +131,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if zoom is not None and args.method != "cam":
         raise CamlocError("`--zoom` needs `--method cam` (the crop is the top-1 CAM box)")
     res = evaluate_samples(
-        samples, model, info, protocol=args.protocol, threshold=args.threshold, method=args.method,
-        batch_size=args.batch_size, device=args.device, workers=args.workers, progress=not args.quiet,
-        calibration=calib,
+        samples, model, info, protocol=args.protocol, threshold=args.threshold, method=method,
+        method_args=margs, batch_size=args.batch_size, device=args.device, workers=args.workers,
+        progress=not args.quiet,
         box_head=args.box_head,
         zoom=zoom or False,
         faithfulness=_faithfulness_config(args),
@@ -151,6 +152,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "failures": res.failures,
         "model": info.name,
         "method": args.method,
+        **({"method_args": margs} if margs else {}),
         "protocol": args.protocol,
         "threshold": args.threshold,
         "best_threshold": _num(res.best_threshold),

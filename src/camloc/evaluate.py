@@ -42,15 +42,15 @@ Thresholds, normalisation, quantisation and the IoU convention come from the pro
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from camloc._checks import check_choice, check_number
+from camloc._checks import check_number
 from camloc.cam import upsample_maps
 from camloc.data.annotations import Sample
 from camloc.errors import CamlocError
@@ -194,11 +194,12 @@ def evaluate_samples(
     *,
     protocol: str | Protocol = "paper",
     threshold: float = 0.2,
-    method: Literal["cam", "backprop"] = "cam",
+    method: str | Any = "cam",
     batch_size: int = 32,
     device: str | torch.device = "cpu",
     workers: int | None = None,
     progress: bool = False,
+    method_args: Mapping[str, Any] | None = None,
     calibration: Any = None,
     on_maps: Callable[[MapBatch], None] | None = None,
     box_head: Any = None,
@@ -206,6 +207,9 @@ def evaluate_samples(
     faithfulness: FaithfulnessConfig | None = None,
 ) -> EvalResult:
     """Evaluate ``model`` on annotated ``samples`` (see the module docstring for every definition).
+
+    ``method`` names a map method of :mod:`camloc.methods` (with ``method_args``; default ``"cam"``) or is a ready
+    producer; its maps, at any resolution, are resized to the input with the protocol's ``cam_resize``.
 
     ``calibration``: a :class:`camloc.calibrate.Calibration` (its ``method`` must be ``method``) or a
     :class:`camloc.boxes.BoxRule`: the fixed-threshold metrics (top-k / GT-known localization, per-image boxes)
@@ -228,7 +232,6 @@ def evaluate_samples(
 
     rule = rule_of(calibration, method=method)
     check_number("threshold", threshold, low=0.0, high=1.0)
-    check_choice("method", method, ("cam", "backprop"))
     check_number("batch_size", batch_size, low=1, integer=True)
     thresholds = np.asarray(proto.thresholds, np.float64)
     if len(thresholds) < 10:  # a fixed-threshold preset (paper: 0.2) still gets a sweep for MaxBoxAcc / PxAP
@@ -243,7 +246,9 @@ def evaluate_samples(
         box2=MaxBoxAccV2(protocol=proto, thresholds=thresholds, iou_thresholds=IOU_V2),
         pix=PxAP(protocol=proto, thresholds=thresholds),
     )
-    cam = CAM(model) if method == "cam" else None
+    from camloc.methods import make_producer
+
+    cam = CAM(model) if method == "cam" and not method_args else make_producer(method, model, info, method_args)
     boxes_from = None
     if box_head is not None:
         from camloc.boxhead import as_box_head
@@ -252,7 +257,7 @@ def evaluate_samples(
     if zoom is True:
         from camloc.zoom import Zoom
 
-        if cam is None:
+        if method != "cam" or method_args:
             raise CamlocError("`zoom` needs method 'cam' (the crop is the top-1 CAM box)")
         zoom = Zoom(model, info, threshold=threshold, orientation=proto.exif_orientation, cam=cam)
     faith = None
@@ -265,7 +270,8 @@ def evaluate_samples(
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(samples), unit="img", desc=f"evaluate ({method}, {proto.name})", dynamic_ncols=True)
+        label = method if isinstance(method, str) else getattr(method, "name", "method")
+        bar = tqdm(total=len(samples), unit="img", desc=f"evaluate ({label}, {proto.name})", dynamic_ncols=True)
     try:
         for items in loader:
             for it in items:
@@ -345,24 +351,18 @@ class _State:
 
 
 def _class_maps(
-    x: torch.Tensor, true: torch.Tensor, model: torch.nn.Module, cam: CAM | None, proto: Protocol
+    x: torch.Tensor, true: torch.Tensor, model: torch.nn.Module, cam: Any, proto: Protocol
 ) -> tuple[torch.Tensor, np.ndarray]:
-    """Top-5 classes ``[n, 5]`` and the maps of the top-1 and true classes at the input size ``[n, 2, H, W]``."""
-    size = (int(x.shape[2]), int(x.shape[3]))
-    if cam is not None:
-        with torch.no_grad():
-            feats, logits = cam.forward(x)
-            top = logits.topk(min(5, logits.shape[1]), dim=1).indices.cpu()
-            classes = torch.stack([top[:, 0], true], dim=1)
-            maps = _upsample(cam.maps(feats, classes.to(feats.device)), size, proto)
-    else:
-        from camloc.saliency import backprop_saliency
+    """Top-5 classes ``[n, 5]`` and the maps of the top-1 and true classes at the input size ``[n, 2, H, W]``.
 
-        with torch.no_grad():
-            logits = model(x)
+    ``cam`` is the map producer (:class:`CAM` or a :mod:`camloc.methods` producer): one forward, the classes
+    chosen from its logits, then its maps of those classes."""
+    size = (int(x.shape[2]), int(x.shape[3]))
+    with torch.no_grad():
+        state, logits = cam.forward(x)
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices.cpu()
         classes = torch.stack([top[:, 0], true], dim=1)
-        maps = backprop_saliency(model, x, classes.to(x.device))[1].float().cpu()
+        maps = _upsample(cam.maps(state, classes.to(logits.device)), size, proto)
     return top, maps.numpy()
 
 
@@ -370,7 +370,7 @@ def _evaluate_batch(
     good: list[dict[str, Any]],
     samples: Sequence[Sample],
     model: torch.nn.Module,
-    cam: CAM | None,
+    cam: Any,
     proto: Protocol,
     threshold: float,
     size: tuple[int, int],

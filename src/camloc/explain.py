@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,6 +203,8 @@ def explain_images(
     workers: int | None = None,
     display_max_side: int = 512,
     progress: bool = False,
+    method: str | Any = "cam",
+    method_args: Mapping[str, Any] | None = None,
     producer: Callable[..., CamResult] | None = None,
     calibration: Any = None,
     box_head: Any = None,
@@ -217,6 +219,9 @@ def explain_images(
 
     ``workers=None`` decodes in up to 2 threads, up to two batches ahead of the model; ``workers=N`` uses ``N``
     DataLoader worker processes instead (``0``: decode in the calling thread, between batches).
+
+    ``method`` names a map method of :mod:`camloc.methods` (with ``method_args``) or is a ready producer; the
+    default ``"cam"`` is :class:`camloc.CAM`. Maps of any resolution are upsampled to the input before boxing.
 
     ``producer``: a ready map producer called as ``producer(x, topk=topk) -> CamResult`` instead of
     ``CAM(model)`` (e.g. :class:`camloc.export.onnx.OnnxCAM`; ``model`` may then be ``None``).
@@ -233,7 +238,7 @@ def explain_images(
     """
     from camloc.calibrate import rule_of
 
-    rule = rule_of(calibration, method="cam")
+    rule = rule_of(calibration, method=method)
     check_number("topk", topk, low=1, integer=True)
     check_number("threshold", threshold, low=0.0, high=1.0)
     check_number("batch_size", batch_size, low=1, integer=True)
@@ -249,7 +254,14 @@ def explain_images(
         batches = iter(loader)
     if producer is None and model is None:
         fail("model", "a torch model, or None together with a `producer`", None)
-    cam = producer if producer is not None else CAM(model)  # type: ignore[arg-type]
+    from camloc.methods import make_producer
+
+    if producer is not None:
+        cam: Any = producer
+    elif method == "cam" and not method_args:
+        cam = CAM(model)  # type: ignore[arg-type]
+    else:
+        cam = make_producer(method, model, info, method_args)
     boxes_from = learned = None
     if box_head is not None:
         from camloc.boxhead import LearnedBox, as_box_head

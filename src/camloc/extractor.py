@@ -15,7 +15,10 @@ from camloc.cam import normalize_maps, topk_classes, upsample_maps
 from camloc.heads import Head, check_head
 from camloc.resolve import ResolvedHead, resolve_head
 
-__all__ = ["CAM", "CamResult"]
+__all__ = ["CAM", "CamResult", "select_classes"]
+
+Classes = torch.Tensor | int | list[int] | Callable[[torch.Tensor], torch.Tensor] | None
+"""What a producer's ``classes=`` accepts (see :func:`select_classes`)."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,7 @@ class CAM:
         self,
         x: torch.Tensor,
         *,
-        classes: torch.Tensor | int | list[int] | None = None,
+        classes: Classes = None,
         topk: int = 5,
         differentiable: bool = False,
     ) -> CamResult:
@@ -111,7 +114,9 @@ class CAM:
 
         Args:
             classes: ``None`` -> each image's ``topk`` classes; an int or ``Tensor[m]`` -> the same classes for all
-                images; ``Tensor[N, m]`` -> per-image classes (e.g. the true class, for GT-known localization).
+                images; ``Tensor[N, m]`` -> per-image classes (e.g. the true class, for GT-known localization);
+                a callable ``select(logits) -> Tensor[N, m]`` chooses from this forward's logits
+                (:func:`select_classes`).
             topk: number of top classes when ``classes`` is ``None``.
             differentiable: keep the autograd graph (for CAM-based losses); otherwise runs under ``no_grad``.
         """
@@ -147,25 +152,8 @@ class CAM:
         """Maps ``[N, m, h, w]`` of per-image ``classes [N, m]`` from :meth:`forward`'s features (``head.maps``)."""
         return self.head.maps(features, classes)
 
-    def _select(self, classes: torch.Tensor | int | list[int] | None, logits: torch.Tensor, topk: int) -> torch.Tensor:
-        n, c = logits.shape
-        if classes is None:
-            return topk_classes(logits, topk)[1]
-        if isinstance(classes, int) and not isinstance(classes, bool):
-            classes = torch.tensor([classes])
-        elif isinstance(classes, list | tuple):
-            classes = torch.as_tensor(classes, dtype=torch.long)
-        classes = check_tensor("classes", classes, ndim=(1, 2))
-        if classes.is_floating_point():
-            fail("classes", "integer class indices", classes)
-        classes = classes.to(logits.device, torch.long)
-        if classes.numel() and (int(classes.min()) < 0 or int(classes.max()) >= c):
-            fail("classes", f"class indices in [0, {c})", f"values up to {int(classes.max())}")
-        if classes.ndim == 1:
-            return classes.unsqueeze(0).expand(n, -1)
-        if classes.shape[0] != n:
-            fail("classes", f"of shape [N, m] with N = {n}", classes)
-        return classes
+    def _select(self, classes: Classes, logits: torch.Tensor, topk: int) -> torch.Tensor:
+        return select_classes(classes, logits, topk)
 
     def _check_identity(self, x: torch.Tensor, feats: torch.Tensor, model_logits: torch.Tensor | None) -> None:
         """Check the head on the first image: against ``model(x)`` for the model's own head, and its identity."""
@@ -182,6 +170,38 @@ class CAM:
                         f1, _ = self.resolved.run(x1)
             check_head(self.head, f1, model_logits=ref, source=self.resolved.source)
         self._verified = True
+
+
+def select_classes(classes: Classes, logits: torch.Tensor, topk: int = 5) -> torch.Tensor:
+    """The classes ``[N, m]`` int64 whose maps a producer computes, from ``logits [N, C]``.
+
+    ``classes``: ``None`` -> each image's top-``topk`` (best first); an int, list or ``Tensor[m]`` -> the same
+    classes for every image; ``Tensor[N, m]`` -> per-image classes; a callable ``select(logits [N, C]) ->
+    Tensor[N, m]`` (or ``Tensor[m]``) -> its result, checked like a tensor (e.g. top-1 and the true class in one
+    forward: ``lambda lg: torch.stack([lg.argmax(1), true], 1)``).
+    """
+    n, c = logits.shape
+    if callable(classes) and not isinstance(classes, torch.Tensor):
+        classes = classes(logits)
+        if not isinstance(classes, torch.Tensor):
+            fail("classes", "a callable returning a Tensor[N, m] of class indices", classes, type_error=True)
+    if classes is None:
+        return topk_classes(logits, topk)[1]
+    if isinstance(classes, int) and not isinstance(classes, bool):
+        classes = torch.tensor([classes])
+    elif isinstance(classes, list | tuple):
+        classes = torch.as_tensor(classes, dtype=torch.long)
+    classes = check_tensor("classes", classes, ndim=(1, 2))
+    if classes.is_floating_point():
+        fail("classes", "integer class indices", classes)
+    classes = classes.to(logits.device, torch.long)
+    if classes.numel() and (int(classes.min()) < 0 or int(classes.max()) >= c):
+        fail("classes", f"class indices in [0, {c})", f"values up to {int(classes.max())}")
+    if classes.ndim == 1:
+        return classes.unsqueeze(0).expand(n, -1)
+    if classes.shape[0] != n:
+        fail("classes", f"of shape [N, m] with N = {n}", classes)
+    return classes
 
 
 def _device(model: nn.Module) -> torch.device | None:
