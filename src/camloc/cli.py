@@ -48,23 +48,31 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 def load_model_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
     """Build the model named by ``--model/--weights`` or ``--checkpoint``; put it on ``--device`` in eval mode."""
+    return load_model(args.model, weights=args.weights, checkpoint=args.checkpoint, device=args.device)
+
+
+def load_model(
+    model: str = "lite0", *, weights: Any = None, checkpoint: Any = None, device: str = "cpu"
+) -> tuple[Any, Any]:
+    """``(model, info)`` as ``--model/--weights`` or ``--checkpoint`` (which wins) name it, on ``device``, in eval
+    mode. Every command (and each Ray actor, :mod:`camloc.ray`) builds its model through this one function."""
     import torch
 
     from camloc.models.registry import create_model
 
-    if args.checkpoint is not None:
+    if checkpoint is not None:
         from camloc.checkpoint import load_checkpoint
 
-        model, info = load_checkpoint(args.checkpoint)
+        net, info = load_checkpoint(checkpoint)
     else:
-        model, info = create_model(args.model, weights=args.weights)
+        net, info = create_model(model, weights=weights)
     try:
-        device = torch.device(args.device)
+        dev = torch.device(device)
     except RuntimeError as e:
-        raise CamlocError(f"`--device` must be cpu, cuda or cuda:N; got {args.device!r}") from e
-    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CamlocError(f"`--device` must be cpu, cuda or cuda:N; got {device!r}") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
         raise CamlocError("`--device` cuda was asked for but no CUDA device is available")
-    return model.to(device).eval(), info
+    return net.to(dev).eval(), info
 
 
 def _safe_name(path: Path, root: Path | None) -> str:
@@ -85,100 +93,51 @@ def _common_root(paths: Sequence[Path]) -> Path | None:
     return Path(os.path.commonpath(dirs))
 
 
-def cmd_explain(args: argparse.Namespace) -> int:
-    from concurrent.futures import ThreadPoolExecutor
+def _stems(files: Sequence[Path], root: Path | None) -> dict[str, str]:
+    """Each input's overlay/panel file stem (its path under ``root``, made safe; repeats get ``_`` appended),
+    decided from the whole input list, so a resumed or distributed run names files as one uninterrupted run."""
+    used: set[str] = set()
+    out: dict[str, str] = {}
+    for f in files:
+        stem = _safe_name(f, root)
+        while stem in used:
+            stem += "_"
+        used.add(stem)
+        out[str(f)] = stem
+    return out
 
-    import torch
 
-    from camloc._io import JsonlWriter, atomic_save_png, atomic_write_json
-    from camloc.data.images import find_images
-    from camloc.explain import ImageFailure, _keep_freed_memory, explain_images
+def draw_explained(item: Any, stem: str, out_dir: Path, *, max_side: int) -> dict[str, str]:
+    """Save the overlay and the top-k panel of one :class:`~camloc.explain.Explained` under ``out_dir``; return
+    their paths relative to it (``{"overlay", "panel"}``, the keys added to its results line)."""
+    from camloc._io import atomic_save_png
     from camloc.viz import draw_boxes, overlay, topk_panel
 
-    files = find_images(args.paths, recursive=True)
-    if not files:
-        raise CamlocError("`PATH` must name image files or folders holding images; none were found")
-    _keep_freed_memory()  # this process is ours: CPU batches no longer page-fault their activations in each time
-    model, info = load_model_from_args(args)
-    if next(model.parameters()).device.type == "cpu":
-        model = model.to(memory_format=torch.channels_last)  # faster CPU convolutions (oneDNN); same results
-    out_dir: Path = args.out
-    render = not args.no_images
-    root = _common_root(files)
-    failures: list[dict[str, Any]] = []
-    n_ok = 0
-    started = time.time()
+    res = item.result
+    sx, sy = item.display_scale
+    disp_boxes = [[b.box[0] * sx, b.box[1] * sy, b.box[2] * sx, b.box[3] * sy] for b in res.topk]
+    top = res.topk[0]
+    ov = overlay(item.display, item.maps[0], alpha=0.5)
+    ov = draw_boxes(ov, [disp_boxes[0]], labels=[f"{top.name} {top.prob:.2f}"], colors=(255, 255, 255))
+    files_out = {"overlay": f"overlays/{stem}.png", "panel": f"panels/{stem}.png"}
+    atomic_save_png(out_dir / files_out["overlay"], ov)
+    panel = topk_panel(
+        item.display,
+        item.maps,
+        disp_boxes,
+        [b.name for b in res.topk],
+        scores=[b.prob for b in res.topk],
+        title=res.path.name,
+        tile_size=min(224, max_side),
+    )
+    atomic_save_png(out_dir / files_out["panel"], panel)
+    return files_out
 
-    def draw(item: Any, stem: str) -> dict[str, str]:
-        res = item.result
-        sx, sy = item.display_scale
-        disp_boxes = [[b.box[0] * sx, b.box[1] * sy, b.box[2] * sx, b.box[3] * sy] for b in res.topk]
-        top = res.topk[0]
-        ov = overlay(item.display, item.maps[0], alpha=0.5)
-        ov = draw_boxes(ov, [disp_boxes[0]], labels=[f"{top.name} {top.prob:.2f}"], colors=(255, 255, 255))
-        files_out = {"overlay": f"overlays/{stem}.png", "panel": f"panels/{stem}.png"}
-        atomic_save_png(out_dir / files_out["overlay"], ov)
-        panel = topk_panel(
-            item.display,
-            item.maps,
-            disp_boxes,
-            [b.name for b in res.topk],
-            scores=[b.prob for b in res.topk],
-            title=res.path.name,
-            tile_size=min(224, args.max_side),
-        )
-        atomic_save_png(out_dir / files_out["panel"], panel)
-        return files_out
 
-    pool = ThreadPoolExecutor(max_workers=2) if render else None
-    writer = JsonlWriter(out_dir / "results.jsonl")
-    pending: list[tuple[dict[str, Any], Any]] = []
-    used: set[str] = set()
-
-    def flush(limit: int) -> None:
-        while len(pending) > limit:
-            record, fut = pending.pop(0)
-            if fut is not None:
-                record.update(fut.result())
-            writer.write(record)
-            if args.json:
-                print(json.dumps(record), flush=True)
-
-    try:
-        for item in explain_images(
-            files,
-            model,
-            info,
-            topk=args.topk,
-            threshold=args.threshold,
-            batch_size=args.batch_size,
-            device=args.device,
-            workers=args.workers,
-            display_max_side=args.max_side,
-            progress=not args.quiet,
-        ):
-            if isinstance(item, ImageFailure):
-                failures.append(item.to_dict())
-                print(f"camloc: skipped {item.path}: {item.error}", file=sys.stderr)
-                continue
-            n_ok += 1
-            record = item.result.to_dict()
-            stem = _safe_name(item.result.path, root)
-            while stem in used:
-                stem += "_"
-            used.add(stem)
-            fut = pool.submit(draw, item, stem) if pool is not None else None
-            pending.append((record, fut))
-            flush(limit=64)
-        flush(limit=0)
-        writer.commit()
-    except BaseException:
-        writer.abort()
-        raise
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True)
-    manifest = {
+def explain_manifest(args: argparse.Namespace, info: Any, n_ok: int, failures: list[dict[str, Any]],
+                     options: dict[str, Any], started: float, **extra: Any) -> dict[str, Any]:  # fmt: skip
+    """The ``manifest.json`` of an explain run (any engine)."""
+    return {
         "schema_version": SCHEMA_VERSION,
         "tool": "camloc",
         "version": __version__,
@@ -193,9 +152,112 @@ def cmd_explain(args: argparse.Namespace) -> int:
         "failed": len(failures),
         "failures": failures,
         "results": "results.jsonl",
+        **extra,
         "seconds": round(time.time() - started, 3),
+        "options": options,
     }
-    atomic_write_json(out_dir / "manifest.json", manifest)
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    if getattr(args, "engine", "local") == "ray":
+        from camloc.ray import cmd_explain_ray
+
+        return cmd_explain_ray(args)
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    from camloc import resume as rs
+    from camloc._io import atomic_write_json
+    from camloc.data.images import find_images
+    from camloc.explain import ImageFailure, _keep_freed_memory, explain_images
+
+    files = find_images(args.paths, recursive=True)
+    if not files:
+        raise CamlocError("`PATH` must name image files or folders holding images; none were found")
+    out_dir: Path = args.out
+    keys = [str(f) for f in files]
+    journal = rs.ResultJournal(
+        out_dir, command="explain", options=rs.run_options(args), keys=keys, resume=args.resume,
+        sync_every=args.batch_size, keep_rows=False,
+    )  # fmt: skip
+    if journal.complete:
+        if not args.quiet:
+            print(f"camloc: the run in {out_dir} is complete; nothing to resume", file=sys.stderr)
+        return 0
+    todo = [f for f in files if str(f) not in journal.done]
+    _keep_freed_memory()  # this process is ours: CPU batches no longer page-fault their activations in each time
+    model, info = load_model_from_args(args)
+    if next(model.parameters()).device.type == "cpu":
+        model = model.to(memory_format=torch.channels_last)  # faster CPU convolutions (oneDNN); same results
+    render = not args.no_images
+    stems = _stems(files, _common_root(files)) if render else {}
+    started = time.time()
+
+    def draw(item: Any, stem: str) -> dict[str, str]:
+        return draw_explained(item, stem, out_dir, max_side=args.max_side)
+
+    pool = ThreadPoolExecutor(max_workers=2) if render else None
+    pending: list[tuple[dict[str, Any], Any]] = []
+
+    def flush(limit: int) -> None:
+        while len(pending) > limit:
+            record, fut = pending.pop(0)
+            if fut is not None:
+                record.update(fut.result())
+            journal.write(record)
+            if args.json:
+                print(json.dumps(record), flush=True)
+
+    try:
+        with rs.graceful_signals():
+            try:
+                for item in explain_images(
+                    todo,
+                    model,
+                    info,
+                    topk=args.topk,
+                    threshold=args.threshold,
+                    batch_size=args.batch_size,
+                    device=args.device,
+                    workers=args.workers,
+                    display_max_side=args.max_side,
+                    progress=not args.quiet,
+                ):
+                    if isinstance(item, ImageFailure):
+                        journal.fail(item.to_dict())
+                        print(f"camloc: skipped {item.path}: {item.error}", file=sys.stderr)
+                        continue
+                    record = item.result.to_dict()
+                    fut = pool.submit(draw, item, stems[str(item.result.path)]) if pool is not None else None
+                    pending.append((record, fut))
+                    flush(limit=64)
+                flush(limit=0)
+            except KeyboardInterrupt:  # keep what is finished: the drawn images' lines, then the state
+                k = 0  # the longest run of finished drawings: lines stay in input order
+                while k < len(pending) and (pending[k][1] is None or pending[k][1].done()):
+                    if pending[k][1] is not None and pending[k][1].exception() is not None:
+                        break
+                    k += 1
+                del pending[k:]
+                flush(limit=0)
+                journal.sync()
+                raise
+            failures = journal.commit()
+            n_ok = journal.results.lines
+            options = journal.options
+            atomic_write_json(out_dir / "manifest.json", explain_manifest(args, info, n_ok, failures, options, started))
+            journal.finish()
+    except KeyboardInterrupt as e:
+        journal.close()
+        print(f"camloc: interrupted; continue with the same command and --resume ({out_dir})", file=sys.stderr)
+        return rs.interrupted_exit_code(e)
+    except BaseException:
+        journal.close()
+        raise
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
     if not args.quiet:
         print(f"camloc: {n_ok} image(s) explained, {len(failures)} failed -> {out_dir}", file=sys.stderr)
     return 1 if failures else 0
@@ -249,6 +311,10 @@ def register_explain(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-images", action="store_true", help="write only results.jsonl and manifest.json")
     p.add_argument("--json", action="store_true", help="also print each result as a JSON line on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out (same options)")
+    from camloc.ray import add_ray_args
+
+    add_ray_args(p)
     p.set_defaults(func=cmd_explain)
 
 

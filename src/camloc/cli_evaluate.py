@@ -31,6 +31,9 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("camloc_eval"))
     p.add_argument("--json", action="store_true", help="print metrics.json on stdout")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the interrupted (or finished) run in --out with the same options"
+    )
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -63,13 +66,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     samples = list(ds.samples)[: args.limit] if args.limit else list(ds.samples)
     if not samples:
         raise CamlocError(f"`DATA` must hold at least one annotated image; {args.data} has none")
+    from camloc import resume as rs
+
+    out: Path = args.out
+    options = rs.run_options(args)
+    keys = [f"{s.path}\t{s.class_idx}" for s in samples]
+    if args.resume and rs.completed_run(out / "metrics.json", "evaluate", options, keys) is not None:
+        if not args.quiet:
+            print(f"camloc: the evaluation in {out} is complete; nothing to resume", file=sys.stderr)
+        return 0
     model, info = load_model_from_args(args)
     started = time.time()
-    res = evaluate_samples(
-        samples, model, info, protocol=args.protocol, threshold=args.threshold, method=args.method,
-        batch_size=args.batch_size, device=args.device, workers=args.workers, progress=not args.quiet,
-    )  # fmt: skip
-    out: Path = args.out
+    ckpt = rs.EvalCheckpoint(out, options=options, keys=keys, resume=args.resume)
+    try:
+        with rs.graceful_signals():
+            res = evaluate_samples(
+                samples, model, info, protocol=args.protocol, threshold=args.threshold, method=args.method,
+                batch_size=args.batch_size, device=args.device, workers=args.workers, progress=not args.quiet,
+                checkpoint=ckpt,
+            )  # fmt: skip
+    except KeyboardInterrupt as e:
+        ckpt.close()
+        print(f"camloc: interrupted; continue with the same command and --resume ({out})", file=sys.stderr)
+        return rs.interrupted_exit_code(e)
     doc = {
         "schema_version": SCHEMA_VERSION,
         "tool": "camloc",
@@ -97,6 +116,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             },
         },
         "seconds": round(time.time() - started, 2),
+        "options": {**options, "inputs": rs.inputs_digest(keys)},
     }
     if res.pxap_curve is not None:
         doc["pxap_curve"] = {k: [round(float(x), 6) for x in v] for k, v in res.pxap_curve.items()}
@@ -107,6 +127,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _plots(res, out)
     _grid(res, out, info)
     atomic_write_json(out / "metrics.json", doc)
+    ckpt.finish()
     if args.json:
         print(json.dumps(doc))
     if not args.quiet:

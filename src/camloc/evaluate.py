@@ -174,8 +174,13 @@ def evaluate_samples(
     device: str | torch.device = "cpu",
     workers: int | None = None,
     progress: bool = False,
+    checkpoint: Any = None,
 ) -> EvalResult:
-    """Evaluate ``model`` on annotated ``samples`` (see the module docstring for every definition)."""
+    """Evaluate ``model`` on annotated ``samples`` (see the module docstring for every definition).
+
+    ``checkpoint``: a :class:`camloc.resume.EvalCheckpoint`; the evaluation starts from its last checkpoint (the
+    samples it covers are skipped) and checkpoints after batches, so a killed run can be resumed exactly.
+    """
     proto = get_protocol(protocol)
     check_number("threshold", threshold, low=0.0, high=1.0)
     check_choice("method", method, ("cam", "backprop"))
@@ -185,8 +190,6 @@ def evaluate_samples(
         thresholds = np.round(np.arange(0, 1, 0.01), 2)
     if workers is None:
         workers = min(2, os.cpu_count() or 1) if len(samples) > batch_size else 0
-    data = _Samples(samples, _pipeline(info.preprocess, proto), proto)
-    loader = DataLoader(data, batch_size=batch_size, num_workers=workers, collate_fn=_collate)
     state = _State(
         acc=LocalizationAccuracy(topk=(1, 5), convention=proto.iou_convention),
         box1=MaxBoxAcc(protocol=proto, thresholds=thresholds),
@@ -195,22 +198,30 @@ def evaluate_samples(
     )
     cam = CAM(model) if method == "cam" else None
     failures: list[dict[str, str]] = []
+    done = checkpoint.restore(state, failures) if checkpoint is not None else 0
+    todo = list(samples)[done:]  # a resumed run skips the samples its checkpoint covers
+    data = _Samples(todo, _pipeline(info.preprocess, proto), proto)
+    loader = DataLoader(data, batch_size=batch_size, num_workers=workers, collate_fn=_collate)
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=len(samples), unit="img", desc=f"evaluate ({method}, {proto.name})", dynamic_ncols=True)
+        bar.update(done)
     try:
         for items in loader:
             for it in items:
-                s = samples[it["index"]]
+                s = todo[it["index"]]
                 if "error" in it:
                     failures.append({"path": str(s.path), "error": it["error"]})
                 elif not len(it["boxes"]) and it["mask"] is None:
                     failures.append({"path": str(s.path), "error": "no ground-truth box or mask"})
             good = [it for it in items if "x" in it and (len(it["boxes"]) or it["mask"] is not None)]
             if good:
-                _evaluate_batch(good, samples, model, cam, proto, threshold, info.preprocess.size, device, state)
+                _evaluate_batch(good, todo, model, cam, proto, threshold, info.preprocess.size, device, state)
+            done += len(items)
+            if checkpoint is not None:
+                checkpoint.save(state, failures, done)
             if bar is not None:
                 bar.update(len(items))
     finally:

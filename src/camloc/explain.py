@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader, Dataset
 from camloc._checks import check_number
 from camloc.cam import normalize_maps
 from camloc.errors import CamlocError
-from camloc.extractor import CAM
+from camloc.extractor import CAM, CamResult
+from camloc.geometry import Geometry
 from camloc.localization import localize
 from camloc.models.registry import ModelInfo, Preprocess
 from camloc.pipeline import ImagePipeline
@@ -183,6 +184,29 @@ def _keep_freed_memory() -> bool:
         return False
 
 
+def results_from_maps(
+    out: CamResult, geometries: Sequence[Geometry], paths: Sequence[Path], info: ModelInfo, *, threshold: float
+) -> tuple[list[ImageResult], np.ndarray]:
+    """One batch's :class:`ImageResult` per image from its maps (``out``, any map resolution) and each image's
+    :class:`~camloc.geometry.Geometry`; plus the maps normalised by their max (``float32 [N, k, h, w]``, for
+    drawing). Used by :func:`explain_images` and by the Ray actors of :mod:`camloc.ray`.
+    """
+    up = out.upsampled()  # [n, k, H_in, W_in]: the paper upsamples before thresholding
+    loc = localize(up, threshold=threshold)
+    norm = normalize_maps(out.maps.float(), mode="max").cpu().numpy()  # drawings resize it themselves
+    classes = out.classes.cpu().tolist()
+    scores = out.scores.cpu().tolist()
+    results = []
+    for n, (g, path) in enumerate(zip(geometries, paths)):
+        boxes = g.map_boxes(loc.boxes[n].numpy(), "network", "original").tolist()
+        tk = tuple(
+            ClassBox(r + 1, c, info.categories[c], float(p), tuple(float(v) for v in b))  # type: ignore[arg-type]
+            for r, (c, p, b) in enumerate(zip(classes[n], scores[n], boxes))
+        )
+        results.append(ImageResult(path, g.image_size, tk))
+    return results, norm
+
+
 def explain_images(
     paths: Sequence[str | os.PathLike[str]],
     model: torch.nn.Module,
@@ -231,11 +255,9 @@ def explain_images(
             if good:
                 x = torch.stack([it["x"] for it in good]).to(device)
                 out = cam(x, topk=topk)
-                up = out.upsampled()  # [n, k, H_in, W_in]: the paper upsamples before thresholding
-                loc = localize(up, threshold=threshold)
-                norm = normalize_maps(out.maps.float(), mode="max").cpu().numpy()  # drawings resize it themselves
-                classes = out.classes.cpu().tolist()
-                scores = out.scores.cpu().tolist()
+                geoms = [it["geometry"] for it in good]
+                paths_ = [files[it["index"]] for it in good]
+                results, norm = results_from_maps(out, geoms, paths_, info, threshold=threshold)
             by_index = {it["index"]: n for n, it in enumerate(good)}
             for it in items:
                 path = files[it["index"]]
@@ -243,12 +265,7 @@ def explain_images(
                     yield ImageFailure(path, it["error"])
                     continue
                 n = by_index[it["index"]]
-                boxes = it["geometry"].map_boxes(loc.boxes[n].numpy(), "network", "original").tolist()
-                tk = tuple(
-                    ClassBox(r + 1, c, info.categories[c], float(p), tuple(float(v) for v in b))  # type: ignore[arg-type]
-                    for r, (c, p, b) in enumerate(zip(classes[n], scores[n], boxes))
-                )
-                yield Explained(ImageResult(path, it["size"], tk), it["display"], it["display_scale"], norm[n])
+                yield Explained(results[n], it["display"], it["display_scale"], norm[n])
             if bar is not None:
                 bar.update(len(items))
     finally:
