@@ -181,9 +181,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
         out_dir, command="explain", options=rs.run_options(args), keys=keys, resume=args.resume,
         sync_every=args.batch_size, keep_rows=False,
     )  # fmt: skip
-    if journal.complete:
-        if not args.quiet:
-            print(f"camloc: the run in {out_dir} is complete; nothing to resume", file=sys.stderr)
+    if journal.complete:  # said even with --quiet: nothing was done
+        print(f"camloc: the run in {out_dir} is complete; nothing to resume", file=sys.stderr)
         return 0
     todo = [f for f in files if str(f) not in journal.done]
     _keep_freed_memory()  # this process is ours: CPU batches no longer page-fault their activations in each time

@@ -72,8 +72,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     options = rs.run_options(args)
     keys = [f"{s.path}\t{s.class_idx}" for s in samples]
     if args.resume and rs.completed_run(out / "metrics.json", "evaluate", options, keys) is not None:
-        if not args.quiet:
-            print(f"camloc: the evaluation in {out} is complete; nothing to resume", file=sys.stderr)
+        print(f"camloc: the evaluation in {out} is complete; nothing to resume", file=sys.stderr)
         return 0
     model, info = load_model_from_args(args)
     started = time.time()

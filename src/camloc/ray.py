@@ -487,9 +487,8 @@ def cmd_explain_ray(args: argparse.Namespace) -> int:
         out_dir, command="explain", options=rs.run_options(args), keys=src.keys, resume=args.resume,
         sync_every=args.batch_size, keep_rows=False,
     )  # fmt: skip
-    if journal.complete:
-        if not args.quiet:
-            print(f"camloc: the run in {out_dir} is complete; nothing to resume", file=sys.stderr)
+    if journal.complete:  # said even with --quiet: nothing was done
+        print(f"camloc: the run in {out_dir} is complete; nothing to resume", file=sys.stderr)
         return 0
     render = not args.no_images
     stems = _stems([Path(k) for k in src.keys], _common_root([Path(k) for k in src.keys])) if render else None
