@@ -189,7 +189,7 @@ class _Source:
         if not self.parquet:
             items = [{"path": k, "stem": (stems or {}).get(k, "")} for k in self.keys if k not in skip]
             return ray.data.from_items(items)
-        ds = ray.data.read_parquet(self.parquet, columns=[self.path_column, self.bytes_column])
+        ds = ray.data.read_parquet(self.parquet).select_columns([self.path_column, self.bytes_column])
         if self.path_column != "path" or self.bytes_column != "bytes":
             ds = ds.rename_columns({self.path_column: "path", self.bytes_column: "bytes"})
         if skip:
