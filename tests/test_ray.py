@@ -150,6 +150,7 @@ def test_ray_run_interrupted_then_resumed(cluster, folder, tiny_ckpt, tmp_path, 
     monkeypatch.setattr(cr, "row_to_record", real)
     assert _explain(folder, tiny_ckpt, out, "--no-images", "--engine", "ray", "--actors", "2", "--resume") == 1
     _same_rows(_records(ref / "results.jsonl"), _records(out / "results.jsonl"))
-    assert json.loads((out / "manifest.json").read_text())["failures"] == json.loads(
-        (ref / "manifest.json").read_text()
-    )["failures"]
+    assert (
+        json.loads((out / "manifest.json").read_text())["failures"]
+        == json.loads((ref / "manifest.json").read_text())["failures"]
+    )

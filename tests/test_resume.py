@@ -214,11 +214,10 @@ def test_sigterm_raises_run_interrupted_after_a_critical_section() -> None:
     from camloc import resume
 
     with graceful_signals():
-        with pytest.raises(RunInterrupted) as e:
-            with resume._critical():
-                os.kill(os.getpid(), signal.SIGTERM)
-                time.sleep(0.05)  # the handler ran and deferred the signal: we are still here
-                reached = True
+        with pytest.raises(RunInterrupted) as e, resume._critical():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # the handler ran and deferred the signal: we are still here
+            reached = True
         assert reached and e.value.signum == signal.SIGTERM
         assert resume.interrupted_exit_code(e.value) == 143
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or callable(signal.getsignal(signal.SIGTERM))

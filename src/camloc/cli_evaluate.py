@@ -31,9 +31,7 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("camloc_eval"))
     p.add_argument("--json", action="store_true", help="print metrics.json on stdout")
     p.add_argument("--quiet", action="store_true")
-    p.add_argument(
-        "--resume", action="store_true", help="continue the interrupted (or finished) run in --out with the same options"
-    )
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out (same options)")
     p.set_defaults(func=cmd_evaluate)
 
 

@@ -55,7 +55,7 @@ def _ray() -> Any:
     """``ray`` with ``ray.data`` imported, or :class:`RayNotInstalledError` naming the extra to install."""
     try:
         import ray
-        import ray.data  # noqa: F401
+        import ray.data
     except ImportError as e:
         raise RayNotInstalledError(
             "`--engine ray` / camloc.ray needs Ray Data, which is not installed: pip install camloc[ray]"
@@ -506,8 +506,9 @@ def cmd_explain_ray(args: argparse.Namespace) -> int:
             try:
                 if not ray.is_initialized():
                     kw: dict[str, Any] = {"include_dashboard": False, "logging_level": "WARNING"}
-                    if args.address is None:
+                    if args.address is None:  # a private local cluster; its workers import this camloc
                         kw["num_cpus"] = os.cpu_count() or 1
+                        kw["runtime_env"] = {"env_vars": {"PYTHONPATH": _camloc_pythonpath()}}
                     else:
                         kw["address"] = args.address
                     ray.init(**kw)
@@ -571,6 +572,14 @@ def cmd_explain_ray(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"camloc: {n_ok} image(s) explained on Ray, {len(failures)} failed -> {out_dir}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _camloc_pythonpath() -> str:
+    """``PYTHONPATH`` for workers: the folder this ``camloc`` was imported from, then the current value."""
+    import camloc
+
+    here = str(Path(camloc.__file__).resolve().parent.parent)
+    return os.pathsep.join(x for x in (here, os.environ.get("PYTHONPATH")) if x)
 
 
 def _method_args(args: argparse.Namespace) -> dict[str, Any] | None:

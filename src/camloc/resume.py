@@ -217,7 +217,7 @@ class Journal:
                 raise CamlocValueError(
                     f"`--resume` needs {lines} lines in the first {size} bytes of {self.path}; found {len(records)}"
                 )
-        self._fh = open(self.path, "ab" if size else "wb")
+        self._fh = open(self.path, "ab" if size else "wb")  # noqa: SIM115 - held until close()
         self._fh.seek(0, os.SEEK_END)
         self.size, self.lines, self.pending = size, lines, 0
         return records
