@@ -272,7 +272,11 @@ def _decode_batch(batch: dict[str, Any], *, preprocess: Any, max_side: int, rend
         errors.append("")
     out = {"path": np.array(paths, dtype=object), "x": x, "meta": np.array(meta, dtype=object)}
     out["error"] = np.array(errors, dtype=object)
-    out["stem"] = np.array([str(s) for s in batch["stem"]], dtype=object) if "stem" in batch else out["path"]
+    if render:  # overlay file stems: the dataset's (decided over the whole input list), else the file's name
+        from camloc.cli import _safe_name
+
+        given = [str(s) for s in batch["stem"]] if "stem" in batch else [""] * len(paths)
+        out["stem"] = np.array([g or _safe_name(Path(p), None) for g, p in zip(given, paths)], dtype=object)
     return out
 
 
