@@ -184,11 +184,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if journal.complete:  # said even with --quiet: nothing was done
         print(f"camloc: the run in {out_dir} is complete; nothing to resume", file=sys.stderr)
         return 0
-    todo = [f for f in files if str(f) not in journal.done]
     _keep_freed_memory()  # this process is ours: CPU batches no longer page-fault their activations in each time
     model, info = load_model_from_args(args)
     if next(model.parameters()).device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)  # faster CPU convolutions (oneDNN); same results
+    journal.open()
+    todo = [f for f in files if str(f) not in journal.done]
     render = not args.no_images
     stems = _stems(files, _common_root(files)) if render else {}
     started = time.time()

@@ -86,6 +86,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         ckpt.close()
         print(f"camloc: interrupted; continue with the same command and --resume ({out})", file=sys.stderr)
         return rs.interrupted_exit_code(e)
+    except BaseException:
+        ckpt.close()
+        raise
     doc = {
         "schema_version": SCHEMA_VERSION,
         "tool": "camloc",

@@ -504,6 +504,7 @@ def cmd_explain_ray(args: argparse.Namespace) -> int:
         args.device,
     )
     info = spec.build()[1] if args.device == "cpu" else ModelSpec(**{**vars(spec), "device": "cpu"}).build()[1]
+    journal.open()
     started_here = False
     try:
         with rs.graceful_signals():

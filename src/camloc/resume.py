@@ -36,7 +36,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from camloc._io import atomic_write_bytes, atomic_write_json
+from camloc._io import atomic_write_bytes, atomic_write_json, publish_file
 from camloc.errors import CamlocValueError
 
 __all__ = [
@@ -243,6 +243,9 @@ class Journal:
                 self._fh.close()
             self._fh = None
 
+    def __del__(self) -> None:
+        self.close()
+
 
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
@@ -259,9 +262,10 @@ class ResultJournal:
     """The resumable ``results.jsonl`` (+ failures) of a ``camloc explain`` run in ``out_dir``.
 
     Rows are :class:`camloc.explain.ImageResult` dicts (``"path"`` is the input's key); failures are
-    ``{"path", "error"}``. ``keys`` are every input's key in input order. After construction:
+    ``{"path", "error"}``. ``keys`` are every input's key in input order. Construction checks the options of a
+    resumed run and touches no file; :attr:`complete` says ``resume`` found this exact run finished (nothing to
+    do). After :meth:`open`:
 
-    - :attr:`complete`: ``resume`` found this exact run finished (nothing to do);
     - :attr:`done`: keys already finished (rows or failures), to be skipped;
     - :attr:`rows` / :attr:`failures`: the finished records (resumed ones first).
 
@@ -298,22 +302,28 @@ class ResultJournal:
         self.failures: list[dict[str, Any]] = []
         self.keep_rows = keep_rows
         self._unsynced = 0
+        self.done: set[str] = set()
         state = _read_json(self.state_path) if resume else None
         if resume and state is None:
             done = _read_json(self.manifest) if self.final.is_file() else None
             if done is not None and done.get("command") == command and "options" in done:
                 check_same_options(done["options"], self.options, self.out)
                 self.complete = True
-                return
         if state is not None:
             if state.get("command") != command:
                 raise CamlocValueError(
                     f"`--resume` must continue a `{command}` run; {self.state_path} is a {state.get('command')!r} run"
                 )
             check_same_options(state.get("options", {}), self.options, self.out)
+        self._state = state
+
+    def open(self) -> None:
+        """Create the journals, or truncate the resumed ones to their last sync and read them (:attr:`done`)."""
+        state = self._state
+        if state is not None:
             j = state["journals"]
             if not self.results.path.is_file() and self.final.is_file():  # killed between rename and cleanup
-                os.replace(self.final, self.results.path)
+                publish_file(self.final, self.results.path)
             self.rows = self.results.open(size=j["results"][0], lines=j["results"][1])
             self.failures = self.fails.open(size=j["failures"][0], lines=j["failures"][1])
         else:
@@ -322,7 +332,7 @@ class ResultJournal:
                 self.rows = self.results.open()
                 self.failures = self.fails.open()
         self.done = {r["path"] for r in self.rows} | {f["path"] for f in self.failures}
-        if not keep_rows:
+        if not self.keep_rows:
             self.rows = []
 
     @property
@@ -374,7 +384,7 @@ class ResultJournal:
         with _critical():
             self.results.close()
             self.fails.close()
-            os.replace(self.results.path, self.final)
+            publish_file(self.results.path, self.final)
         big = len(self.order)
         return sorted(self.failures, key=lambda f: self.order.get(f["path"], big))
 
