@@ -120,6 +120,10 @@ def test_explain_dataset_over_parquet_bytes(cluster, folder, tiny_ckpt, tmp_path
     pq.write_table(pa.table({"path": [str(f) for f in files], "bytes": [f.read_bytes() for f in files]}),
                    tmp_path / "images.parquet")  # fmt: skip
     ds = image_dataset(tmp_path / "images.parquet")
+    from camloc.ray import _source
+
+    resumed = _source([tmp_path / "images.parquet"], "path", "bytes").dataset({str(files[0]), str(files[2])})
+    assert [r["path"] for r in resumed.select_columns(["path"]).take_all()] == [str(f) for f in files[1:2] + files[3:]]
     rows = explain_dataset(ds, ModelSpec(checkpoint=str(tiny_ckpt)), topk=2, batch_size=4, actors=1, max_side=64)
     got = [r for b in rows.iter_batches(batch_format="pyarrow", batch_size=None) for r in b.to_pylist()]
     assert [r["path"] for r in got] == [str(f) for f in files]  # input order

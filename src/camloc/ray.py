@@ -193,9 +193,17 @@ class _Source:
         if self.path_column != "path" or self.bytes_column != "bytes":
             ds = ds.rename_columns({self.path_column: "path", self.bytes_column: "bytes"})
         if skip:
-            done = frozenset(skip)
-            ds = ds.filter(lambda r: str(r["path"]) not in done)
+            ds = ds.map_batches(_drop_done, fn_kwargs={"done": sorted(skip)}, batch_format="pyarrow")
         return ds
+
+
+def _drop_done(batch: Any, *, done: list[str]) -> Any:
+    """Ray task: the rows of a ``pyarrow.Table`` batch whose ``path`` is not in ``done`` (a resumed run)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    keep = pc.invert(pc.is_in(pc.cast(batch.column("path"), pa.string()), value_set=pa.array(done, pa.string())))
+    return batch.filter(keep)
 
 
 def _source(sources: Sequence[str | os.PathLike[str]], path_column: str, bytes_column: str) -> _Source:
