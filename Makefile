@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch/torchvision pinned to the builds available offline on the dev/CI machines
 	$(BIN)/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-	$(BIN)/python -m pip install -q -e ".[dev,fit,hf,keras,keras-jax,serve,compare,onnx]"
+	$(BIN)/python -m pip install -q -e ".[dev,fit,hf,keras,keras-jax,serve,compare,onnx,ray]"
 	# the browser test of camloc serve drives Debian's chromium (best effort: it skips without it)
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -q chromium) || true
 	touch $(STAMP)

@@ -73,9 +73,9 @@ def _declared() -> dict[str, str]:
     project = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     deps = list(project["dependencies"])
     # Optional integrations import their package lazily, inside the module that needs it, and declare it as an
-    # extra named after the module (camloc.keras -> camloc[keras], camloc.hf, camloc.fit, camloc.serve).
+    # extra named after the module (camloc.keras -> camloc[keras], camloc.hf, camloc.fit, camloc.ray, camloc.serve).
     extras = project.get("optional-dependencies", {})
-    deps += [d for key in ("fit", "hf", "keras", "serve", "onnx") for d in extras.get(key, [])]
+    deps += [d for key in ("fit", "hf", "keras", "onnx", "ray", "serve") for d in extras.get(key, [])]
     out = {}
     for d in deps:
         name = re.split(r"[<>=!~ \[;]", d, maxsplit=1)[0]

@@ -31,6 +31,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "publish_file",
 ]
 
 PathLike = str | os.PathLike[str]
@@ -158,6 +159,17 @@ def atomic_save_png(path: PathLike, image: Image.Image | np.ndarray, *, compress
     pil = _to_pil_rgb_or_gray("image", image)
     with atomic_open(path, "wb") as fh:
         pil.save(fh, format="PNG", compress_level=compress_level)
+
+
+def publish_file(src: PathLike, dest: PathLike) -> Path:
+    """Rename the finished (already fsynced) file ``src`` onto ``dest`` atomically; return ``dest``.
+
+    For files written in place over a long time and made durable as they went, such as the journals of
+    :mod:`camloc.resume`; both must be on one file system (e.g. in one directory).
+    """
+    s, d = _as_path("src", src), _as_path("dest", dest)
+    os.replace(s, d)
+    return d
 
 
 class JsonlWriter:

@@ -72,23 +72,31 @@ def method_from_args(args: argparse.Namespace) -> tuple[str, dict[str, str]]:
 
 def load_model_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
     """Build the model named by ``--model/--weights`` or ``--checkpoint``; put it on ``--device`` in eval mode."""
+    return load_model(args.model, weights=args.weights, checkpoint=args.checkpoint, device=args.device)
+
+
+def load_model(
+    model: str = "lite0", *, weights: Any = None, checkpoint: Any = None, device: str = "cpu"
+) -> tuple[Any, Any]:
+    """``(model, info)`` as ``--model/--weights`` or ``--checkpoint`` (which wins) name it, on ``device``, in eval
+    mode. Every command (and each Ray actor, :mod:`camloc.ray`) builds its model through this one function."""
     import torch
 
     from camloc.models.registry import create_model
 
-    if args.checkpoint is not None:
+    if checkpoint is not None:
         from camloc.checkpoint import load_checkpoint
 
-        model, info = load_checkpoint(args.checkpoint)
+        net, info = load_checkpoint(checkpoint)
     else:
-        model, info = create_model(args.model, weights=args.weights)
+        net, info = create_model(model, weights=weights)
     try:
-        device = torch.device(args.device)
+        dev = torch.device(device)
     except RuntimeError as e:
-        raise CamlocError(f"`--device` must be cpu, cuda or cuda:N; got {args.device!r}") from e
-    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CamlocError(f"`--device` must be cpu, cuda or cuda:N; got {device!r}") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
         raise CamlocError("`--device` cuda was asked for but no CUDA device is available")
-    return model.to(device).eval(), info
+    return net.to(dev).eval(), info
 
 
 def _safe_name(path: Path, root: Path | None) -> str:
@@ -109,16 +117,129 @@ def _common_root(paths: Sequence[Path]) -> Path | None:
     return Path(os.path.commonpath(dirs))
 
 
+def _stems(files: Sequence[Path], root: Path | None) -> dict[str, str]:
+    """Each input's overlay/panel file stem (its path under ``root``, made safe; repeats get ``_`` appended),
+    decided from the whole input list, so a resumed or distributed run names files as one uninterrupted run."""
+    used: set[str] = set()
+    out: dict[str, str] = {}
+    for f in files:
+        stem = _safe_name(f, root)
+        while stem in used:
+            stem += "_"
+        used.add(stem)
+        out[str(f)] = stem
+    return out
+
+
+def draw_explained(item: Any, stem: str, out_dir: Path, *, max_side: int) -> dict[str, str]:
+    """Save the overlay and the top-k panel of one :class:`~camloc.explain.Explained` under ``out_dir``; return
+    their paths relative to it (``{"overlay", "panel"}``, the keys added to its results line)."""
+    from camloc._io import atomic_save_png
+    from camloc.viz import draw_boxes, overlay, topk_panel
+
+    res = item.result
+    sx, sy = item.display_scale
+    disp_boxes = [[b.box[0] * sx, b.box[1] * sy, b.box[2] * sx, b.box[3] * sy] for b in res.topk]
+    top = res.topk[0]
+    ov = overlay(item.display, item.maps[0], alpha=0.5)
+    ov = draw_boxes(ov, [disp_boxes[0]], labels=[f"{top.name} {top.prob:.2f}"], colors=(255, 255, 255))
+    if res.box_head is not None:  # the learned class-agnostic box, in its own colour
+        hb = res.box_head.box
+        ov = draw_boxes(ov, [[hb[0] * sx, hb[1] * sy, hb[2] * sx, hb[3] * sy]], labels=["box head"],
+                        colors=(0, 255, 255))  # fmt: skip
+    files_out = {"overlay": f"overlays/{stem}.png", "panel": f"panels/{stem}.png"}
+    atomic_save_png(out_dir / files_out["overlay"], ov)
+    panel = topk_panel(
+        item.display,
+        item.maps,
+        disp_boxes,
+        [b.name for b in res.topk],
+        scores=[b.prob for b in res.topk],
+        title=res.path.name,
+        tile_size=min(224, max_side),
+    )
+    atomic_save_png(out_dir / files_out["panel"], panel)
+    return files_out
+
+
+def explain_manifest(args: argparse.Namespace, info: Any, n_ok: int, failures: list[dict[str, Any]],
+                     options: dict[str, Any], started: float, **extra: Any) -> dict[str, Any]:  # fmt: skip
+    """The ``manifest.json`` of an explain run (any engine)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tool": "camloc",
+        "version": __version__,
+        "command": "explain",
+        "model": {k: v for k, v in info.to_dict().items() if k != "categories"},
+        "num_classes": info.num_classes,
+        "topk": args.topk,
+        "threshold": args.threshold,
+        "threshold_rule": "normalised by max, keep >= threshold, largest 8-connected component",
+        "calibration": None,
+        "box_convention": BOX_CONVENTION,
+        "images": n_ok,
+        "failed": len(failures),
+        "failures": failures,
+        "results": "results.jsonl",
+        **extra,
+        "seconds": round(time.time() - started, 3),
+        "options": options,
+    }
+
+
+def explain_extras(
+    args: argparse.Namespace, info: Any, out_dir: Path, files: Sequence[Path], **used: Any
+) -> dict[str, Any]:
+    """The manifest entries of explain's options beyond the paper's (method, zoom, box head, ONNX, exports);
+    ``--export`` files are written here from the finished ``results.jsonl`` (every engine, resumed runs too)."""
+    out: dict[str, Any] = {}
+    method, margs, zoom = used.get("method", "cam"), used.get("margs") or {}, used.get("zoom")
+    if method != "cam" or margs:
+        out.update(method=method, method_args=margs)
+    if zoom is not None:
+        out["zoom"] = zoom.describe()
+    if getattr(args, "box_head", None) is not None:
+        from camloc.boxhead import box_head_summary
+
+        out["box_head"] = box_head_summary(args.box_head)
+    if getattr(args, "onnx", None) is not None or getattr(args, "export", None):
+        from camloc.cli_export import explain_exports
+
+        rows = [json.loads(line) for line in (out_dir / "results.jsonl").read_text().splitlines() if line.strip()]
+        stems = _stems(files, _common_root(files))
+        out.update(
+            explain_exports(args, [(r, stems.get(r["path"], Path(r["path"]).stem)) for r in rows], info, out_dir)
+        )
+    return out
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
+    if getattr(args, "engine", "local") == "ray":
+        from camloc.ray import cmd_explain_ray
+
+        local_only = [
+            opt
+            for opt, key in (
+                ("--onnx", "onnx"),
+                ("--calibration", "calibration"),
+                ("--zoom", "zoom"),
+                ("--box-head", "box_head"),
+            )
+            if getattr(args, key, None)
+        ]
+        if local_only:
+            raise CamlocError(f"`--engine ray` does not take {', '.join(local_only)}; run those with --engine local")
+
+        return cmd_explain_ray(args)
     from concurrent.futures import ThreadPoolExecutor
 
     import torch
 
-    from camloc._io import JsonlWriter, atomic_save_png, atomic_write_json
+    from camloc import resume as rs
+    from camloc._io import atomic_write_json
     from camloc.cli_calibrate import calibration_record, resolve_calibration
     from camloc.data.images import find_images
     from camloc.explain import ImageFailure, _keep_freed_memory, explain_images
-    from camloc.viz import draw_boxes, overlay, topk_panel
     from camloc.zoom import zoom_from_args
 
     calib = resolve_calibration(args)
@@ -126,6 +247,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if not files:
         raise CamlocError("`PATH` must name image files or folders holding images; none were found")
     method, margs = method_from_args(args)
+    out_dir: Path = args.out
+    keys = [str(f) for f in files]
+    journal = rs.ResultJournal(
+        out_dir, command="explain", options=rs.run_options(args), keys=keys, resume=args.resume,
+        sync_every=args.batch_size, keep_rows=False,
+    )  # fmt: skip
+    if journal.complete:  # said even with --quiet: nothing was done
+        print(f"camloc: the run in {out_dir} is complete; nothing to resume", file=sys.stderr)
+        return 0
     _keep_freed_memory()  # this process is ours: CPU batches no longer page-fault their activations in each time
     producer = None
     if getattr(args, "onnx", None) is not None:  # onnxruntime runs the exported graph: no torch model at all
@@ -137,128 +267,91 @@ def cmd_explain(args: argparse.Namespace) -> int:
         model, info = load_model_from_args(args)
         if next(model.parameters()).device.type == "cpu":
             model = model.to(memory_format=torch.channels_last)  # faster CPU convolutions (oneDNN); same results
-    zoom = zoom_from_args(args, model, info)
-    out_dir: Path = args.out
+    if model is None and (getattr(args, "zoom", False) or args.box_head is not None):
+        raise CamlocError("`--onnx` does not take --zoom or --box-head (they run the torch model's trunk)")
+    zoom = zoom_from_args(args, model, info) if model is not None else None
+    journal.open()
+    todo = [f for f in files if str(f) not in journal.done]
     render = not args.no_images
-    root = _common_root(files)
-    failures: list[dict[str, Any]] = []
-    n_ok = 0
+    stems = _stems(files, _common_root(files)) if render else {}
     started = time.time()
 
     def draw(item: Any, stem: str) -> dict[str, str]:
-        res = item.result
-        sx, sy = item.display_scale
-        disp_boxes = [[b.box[0] * sx, b.box[1] * sy, b.box[2] * sx, b.box[3] * sy] for b in res.topk]
-        top = res.topk[0]
-        ov = overlay(item.display, item.maps[0], alpha=0.5)
-        ov = draw_boxes(ov, [disp_boxes[0]], labels=[f"{top.name} {top.prob:.2f}"], colors=(255, 255, 255))
-        if res.box_head is not None:  # the learned class-agnostic box, in its own colour
-            hb = res.box_head.box
-            ov = draw_boxes(ov, [[hb[0] * sx, hb[1] * sy, hb[2] * sx, hb[3] * sy]], labels=["box head"],
-                            colors=(0, 255, 255))  # fmt: skip
-        files_out = {"overlay": f"overlays/{stem}.png", "panel": f"panels/{stem}.png"}
-        atomic_save_png(out_dir / files_out["overlay"], ov)
-        panel = topk_panel(
-            item.display,
-            item.maps,
-            disp_boxes,
-            [b.name for b in res.topk],
-            scores=[b.prob for b in res.topk],
-            title=res.path.name,
-            tile_size=min(224, args.max_side),
-        )
-        atomic_save_png(out_dir / files_out["panel"], panel)
-        return files_out
+        return draw_explained(item, stem, out_dir, max_side=args.max_side)
 
     pool = ThreadPoolExecutor(max_workers=2) if render else None
-    writer = JsonlWriter(out_dir / "results.jsonl")
     pending: list[tuple[dict[str, Any], Any]] = []
-    used: set[str] = set()
-    exported: list[tuple[Any, str]] = []  # (ImageResult, stem) for --export
 
     def flush(limit: int) -> None:
         while len(pending) > limit:
             record, fut = pending.pop(0)
             if fut is not None:
                 record.update(fut.result())
-            writer.write(record)
+            journal.write(record)
             if args.json:
                 print(json.dumps(record), flush=True)
 
     try:
-        for item in explain_images(
-            files,
-            model,
-            info,
-            topk=args.topk,
-            threshold=args.threshold,
-            batch_size=args.batch_size,
-            device=args.device,
-            workers=args.workers,
-            display_max_side=args.max_side,
-            progress=not args.quiet,
-            producer=producer,
-            calibration=calib,
-            box_head=args.box_head,
-            zoom=zoom or False,
-            method=method,
-            method_args=margs,
-        ):
-            if isinstance(item, ImageFailure):
-                failures.append(item.to_dict())
-                print(f"camloc: skipped {item.path}: {item.error}", file=sys.stderr)
-                continue
-            n_ok += 1
-            record = item.result.to_dict()
-            stem = _safe_name(item.result.path, root)
-            while stem in used:
-                stem += "_"
-            used.add(stem)
-            if getattr(args, "export", None):
-                exported.append((item.result, stem))
-            fut = pool.submit(draw, item, stem) if pool is not None else None
-            pending.append((record, fut))
-            flush(limit=64)
-        flush(limit=0)
-        writer.commit()
+        with rs.graceful_signals():
+            try:
+                for item in explain_images(
+                    todo,
+                    model,
+                    info,
+                    topk=args.topk,
+                    threshold=args.threshold,
+                    batch_size=args.batch_size,
+                    device=args.device,
+                    workers=args.workers,
+                    display_max_side=args.max_side,
+                    progress=not args.quiet,
+                    producer=producer,
+                    calibration=calib,
+                    box_head=args.box_head,
+                    zoom=zoom or False,
+                    method=method,
+                    method_args=margs,
+                ):
+                    if isinstance(item, ImageFailure):
+                        journal.fail(item.to_dict())
+                        print(f"camloc: skipped {item.path}: {item.error}", file=sys.stderr)
+                        continue
+                    record = item.result.to_dict()
+                    fut = pool.submit(draw, item, stems[str(item.result.path)]) if pool is not None else None
+                    pending.append((record, fut))
+                    flush(limit=64)
+                flush(limit=0)
+            except KeyboardInterrupt:  # keep what is finished: the drawn images' lines, then the state
+                k = 0  # the longest run of finished drawings: lines stay in input order
+                while k < len(pending) and (pending[k][1] is None or pending[k][1].done()):
+                    if pending[k][1] is not None and pending[k][1].exception() is not None:
+                        break
+                    k += 1
+                del pending[k:]
+                flush(limit=0)
+                journal.sync()
+                raise
+            failures = journal.commit()
+            n_ok = journal.results.lines
+            extra = explain_extras(args, info, out_dir, files, calib=calib, zoom=zoom, method=method, margs=margs)
+            if calib is not None:
+                extra.update(
+                    threshold_rule=calib.rule.describe(),
+                    calibration=calibration_record(calib, args.calibration, []),
+                )
+            doc = explain_manifest(args, info, n_ok, failures, journal.options, started, **extra)
+            atomic_write_json(out_dir / "manifest.json", doc)
+            journal.finish()
+    except KeyboardInterrupt as e:
+        journal.close()
+        print(f"camloc: interrupted; continue with the same command and --resume ({out_dir})", file=sys.stderr)
+        return rs.interrupted_exit_code(e)
     except BaseException:
-        writer.abort()
+        journal.close()
         raise
     finally:
         if pool is not None:
             pool.shutdown(wait=True)
-    manifest = {
-        "schema_version": SCHEMA_VERSION,
-        "tool": "camloc",
-        "version": __version__,
-        "command": "explain",
-        "model": {k: v for k, v in info.to_dict().items() if k != "categories"},
-        "num_classes": info.num_classes,
-        "topk": args.topk,
-        "threshold": args.threshold,
-        "threshold_rule": "normalised by max, keep >= threshold, largest 8-connected component"
-        if calib is None
-        else calib.rule.describe(),
-        "calibration": None if calib is None else calibration_record(calib, args.calibration, []),
-        **({"zoom": zoom.describe()} if zoom is not None else {}),
-        **({"method": method, "method_args": margs} if method != "cam" or margs else {}),
-        "box_convention": BOX_CONVENTION,
-        "images": n_ok,
-        "failed": len(failures),
-        "failures": failures,
-        "results": "results.jsonl",
-        "seconds": round(time.time() - started, 3),
-    }
-    if getattr(args, "onnx", None) is not None or getattr(args, "export", None):
-        from camloc.cli_export import explain_exports
-
-        manifest.update(explain_exports(args, exported, info, out_dir))
-
-    if args.box_head is not None:
-        from camloc.boxhead import box_head_summary
-
-        manifest["box_head"] = box_head_summary(args.box_head)
-    atomic_write_json(out_dir / "manifest.json", manifest)
     if not args.quiet:
         print(f"camloc: {n_ok} image(s) explained, {len(failures)} failed -> {out_dir}", file=sys.stderr)
     return 1 if failures else 0
@@ -356,6 +449,10 @@ def register_explain(p: argparse.ArgumentParser) -> None:
 
     add_zoom_args(p)
     _method_args(p)
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out (same options)")
+    from camloc.ray import add_ray_args
+
+    add_ray_args(p)
     p.set_defaults(func=cmd_explain)
     from camloc.cli_calibrate import add_calibration_args
 

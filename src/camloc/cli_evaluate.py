@@ -45,6 +45,7 @@ def register(p: argparse.ArgumentParser) -> None:
 
     add_zoom_args(p)
     _faithfulness_args(p)
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out (same options)")
     p.set_defaults(func=cmd_evaluate)
     from camloc.cli_calibrate import add_calibration_args
 
@@ -121,24 +122,38 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not samples:
         raise CamlocError(f"`DATA` must hold at least one annotated image; {args.data} has none")
     samples = select_subset(samples, args.subset)
-    if model is None:
-        model, info = load_model_from_args(args)
-    started = time.time()
+    from camloc import resume as rs
     from camloc.sweep import get_protocol
     from camloc.zoom import zoom_from_args
 
-    zoom = zoom_from_args(args, model, info, orientation=get_protocol(args.protocol).exif_orientation)
-    if zoom is not None and args.method != "cam":
-        raise CamlocError("`--zoom` needs `--method cam` (the crop is the top-1 CAM box)")
-    res = evaluate_samples(
-        samples, model, info, protocol=args.protocol, threshold=args.threshold, method=method,
-        method_args=margs, batch_size=args.batch_size, device=args.device, workers=args.workers,
-        progress=not args.quiet,
-        box_head=args.box_head,
-        zoom=zoom or False,
-        faithfulness=_faithfulness_config(args),
-    )  # fmt: skip
     out: Path = args.out
+    options = rs.run_options(args)
+    keys = [f"{s.path}\t{s.class_idx}" for s in samples]
+    if args.resume and rs.completed_run(out / "metrics.json", "evaluate", options, keys) is not None:
+        print(f"camloc: the evaluation in {out} is complete; nothing to resume", file=sys.stderr)
+        return 0
+    if model is None:
+        model, info = load_model_from_args(args)
+    zoom = zoom_from_args(args, model, info, orientation=get_protocol(args.protocol).exif_orientation)
+    if zoom is not None and method != "cam":
+        raise CamlocError("`--zoom` needs `--method cam` (the crop is the top-1 CAM box)")
+    started = time.time()
+    ckpt = rs.EvalCheckpoint(out, options=options, keys=keys, resume=args.resume)
+    try:
+        with rs.graceful_signals():
+            res = evaluate_samples(
+                samples, model, info, protocol=args.protocol, threshold=args.threshold, method=method,
+                method_args=margs, batch_size=args.batch_size, device=args.device, workers=args.workers,
+                progress=not args.quiet, calibration=calib, box_head=args.box_head, zoom=zoom or False,
+                faithfulness=_faithfulness_config(args), checkpoint=ckpt,
+            )  # fmt: skip
+    except KeyboardInterrupt as e:
+        ckpt.close()
+        print(f"camloc: interrupted; continue with the same command and --resume ({out})", file=sys.stderr)
+        return rs.interrupted_exit_code(e)
+    except BaseException:
+        ckpt.close()
+        raise
     doc = {
         "schema_version": SCHEMA_VERSION,
         "tool": "camloc",
@@ -167,6 +182,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             },
         },
         "seconds": round(time.time() - started, 2),
+        "options": {**options, "inputs": rs.inputs_digest(keys)},
     }
     doc["calibration"] = None if calib is None else calibration_record(calib, args.calibration, samples)
     if calib is not None:
@@ -192,6 +208,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _plots(res, out)
     _grid(res, out, info)
     atomic_write_json(out / "metrics.json", doc)
+    ckpt.finish()
     if args.json:
         print(json.dumps(doc))
     if not args.quiet:

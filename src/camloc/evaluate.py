@@ -205,6 +205,7 @@ def evaluate_samples(
     box_head: Any = None,
     zoom: bool | Any = False,
     faithfulness: FaithfulnessConfig | None = None,
+    checkpoint: Any = None,
 ) -> EvalResult:
     """Evaluate ``model`` on annotated ``samples`` (see the module docstring for every definition).
 
@@ -226,6 +227,9 @@ def evaluate_samples(
 
     ``faithfulness``: also compute :mod:`camloc.faithfulness`'s metrics of the TRUE class's map (at the input size)
     on every evaluated image (``EvalResult.faithfulness``; per-image values in ``per_image``).
+
+    ``checkpoint``: a :class:`camloc.resume.EvalCheckpoint`; the evaluation starts from its last checkpoint (the
+    samples it covers are skipped) and checkpoints after batches, so a killed run can be resumed exactly.
     """
     proto = get_protocol(protocol)
     from camloc.calibrate import rule_of
@@ -238,8 +242,6 @@ def evaluate_samples(
         thresholds = np.round(np.arange(0, 1, 0.01), 2)
     if workers is None:
         workers = min(2, os.cpu_count() or 1) if len(samples) > batch_size else 0
-    data = _Samples(samples, _pipeline(info.preprocess, proto), proto)
-    loader = DataLoader(data, batch_size=batch_size, num_workers=workers, collate_fn=_collate)
     state = _State(
         acc=LocalizationAccuracy(topk=(1, 5), convention=proto.iou_convention),
         box1=MaxBoxAcc(protocol=proto, thresholds=thresholds),
@@ -265,17 +267,24 @@ def evaluate_samples(
         from camloc.faithfulness import Faithfulness
 
         faith = Faithfulness(faithfulness, mean=info.preprocess.mean, std=info.preprocess.std)
+    state.faith = faith  # checkpointed with the other accumulators
     failures: list[dict[str, str]] = []
+    done = checkpoint.restore(state, failures) if checkpoint is not None else 0
+    faith = state.faith
+    todo = list(samples)[done:]  # a resumed run skips the samples its checkpoint covers
+    data = _Samples(todo, _pipeline(info.preprocess, proto), proto)
+    loader = DataLoader(data, batch_size=batch_size, num_workers=workers, collate_fn=_collate)
     bar = None
     if progress:
         from tqdm import tqdm
 
         label = method if isinstance(method, str) else getattr(method, "name", "method")
         bar = tqdm(total=len(samples), unit="img", desc=f"evaluate ({label}, {proto.name})", dynamic_ncols=True)
+        bar.update(done)
     try:
         for items in loader:
             for it in items:
-                s = samples[it["index"]]
+                s = todo[it["index"]]
                 if "error" in it:
                     failures.append({"path": str(s.path), "error": it["error"]})
                 elif not len(it["boxes"]) and it["mask"] is None:
@@ -284,7 +293,7 @@ def evaluate_samples(
             if good:
                 _evaluate_batch(
                     good,
-                    samples,
+                    todo,
                     model,
                     cam,
                     proto,
@@ -298,6 +307,9 @@ def evaluate_samples(
                     zoom,
                     faith,
                 )
+            done += len(items)
+            if checkpoint is not None:
+                checkpoint.save(state, failures, done)
             if bar is not None:
                 bar.update(len(items))
     finally:
@@ -348,6 +360,7 @@ class _State:
     n_boxes: int = 0
     n_masks: int = 0
     per_image: list[dict[str, Any]] = field(default_factory=list)
+    faith: Any = None  # the faithfulness accumulator, when asked for
 
 
 def _class_maps(

@@ -23,6 +23,7 @@ from camloc._checks import check_number, fail
 from camloc.cam import normalize_maps
 from camloc.errors import CamlocError
 from camloc.extractor import CAM, CamResult
+from camloc.geometry import Geometry
 from camloc.localization import localize
 from camloc.models.registry import ModelInfo, Preprocess
 from camloc.pipeline import ImagePipeline
@@ -191,6 +192,46 @@ def _keep_freed_memory() -> bool:
         return False
 
 
+def results_from_maps(
+    out: CamResult,
+    geometries: Sequence[Geometry],
+    paths: Sequence[Path],
+    info: ModelInfo,
+    *,
+    threshold: float,
+    rule: Any = None,
+    head_boxes: np.ndarray | None = None,
+    supervision: str | None = None,
+) -> tuple[list[ImageResult], np.ndarray]:
+    """One batch's :class:`ImageResult` per image from its maps (``out``, any map resolution) and each image's
+    :class:`~camloc.geometry.Geometry`; plus the maps normalised by their max (``float32 [N, k, h, w]``, for
+    drawing). Used by :func:`explain_images` and by the Ray actors of :mod:`camloc.ray`.
+
+    ``rule``: a :class:`camloc.boxes.BoxRule` instead of the paper's largest component at ``threshold``;
+    ``head_boxes``: ``[N, 4]`` network-frame boxes of a learned box head (``supervision`` names how it was trained).
+    """
+    up = out.upsampled()  # [n, k, H_in, W_in]: the paper upsamples before thresholding
+    net_boxes = localize(up, threshold=threshold).boxes.numpy() if rule is None else rule.boxes(up)
+    norm = normalize_maps(out.maps.float(), mode="max").cpu().numpy()  # drawings resize it themselves
+    classes = out.classes.cpu().tolist()
+    scores = out.scores.cpu().tolist()
+    results = []
+    for n, (g, path) in enumerate(zip(geometries, paths)):
+        boxes = g.map_boxes(net_boxes[n], "network", "original").tolist()
+        tk = tuple(
+            ClassBox(r + 1, c, info.categories[c], float(p), tuple(float(v) for v in b))  # type: ignore[arg-type]
+            for r, (c, p, b) in enumerate(zip(classes[n], scores[n], boxes))
+        )
+        hb = None
+        if head_boxes is not None:
+            from camloc.boxhead import LearnedBox
+
+            b = g.map_boxes(head_boxes[n], "network", "original").tolist()
+            hb = LearnedBox(tuple(float(v) for v in b), supervision or "")  # type: ignore[arg-type]
+        results.append(ImageResult(path, g.image_size, tk, hb))
+    return results, norm
+
+
 def explain_images(
     paths: Sequence[str | os.PathLike[str]],
     model: torch.nn.Module | None,
@@ -262,17 +303,19 @@ def explain_images(
         cam = CAM(model)  # type: ignore[arg-type]
     else:
         cam = make_producer(method, model, info, method_args)
+    if model is None and (box_head is not None or zoom):
+        fail("model", "a torch model with `box_head` / `zoom` (they run its trunk), not a `producer` alone", None)
     boxes_from = learned = None
     if box_head is not None:
-        from camloc.boxhead import LearnedBox, as_box_head
+        from camloc.boxhead import as_box_head
 
+        assert model is not None
         learned = as_box_head(box_head)
         boxes_from = learned.bind(model, info)
     if zoom is True:
         from camloc.zoom import Zoom
 
-        if producer is not None:
-            fail("zoom", "used with the torch model (the crop is classified by it), not with a `producer`", "both")
+        assert model is not None
         zoom = Zoom(model, info, threshold=threshold, cam=cam)
     bar = None
     if progress:
@@ -289,12 +332,13 @@ def explain_images(
                     out, _ = zoom.cam_result(x, srcs, geoms, topk=topk)
                 else:
                     out = cam(x, topk=topk)
-                up = out.upsampled()  # [n, k, H_in, W_in]: the paper upsamples before thresholding
-                net_boxes = localize(up, threshold=threshold).boxes.numpy() if rule is None else rule.boxes(up)
-                norm = normalize_maps(out.maps.float(), mode="max").cpu().numpy()  # drawings resize it themselves
-                classes = out.classes.cpu().tolist()
-                scores = out.scores.cpu().tolist()
+                geoms = [it["geometry"] for it in good]
+                paths_ = [files[it["index"]] for it in good]
                 head_boxes = boxes_from(x).numpy() if boxes_from is not None else None
+                results, norm = results_from_maps(
+                    out, geoms, paths_, info, threshold=threshold, rule=rule, head_boxes=head_boxes,
+                    supervision=None if learned is None else learned.supervision,
+                )  # fmt: skip
             by_index = {it["index"]: n for n, it in enumerate(good)}
             for it in items:
                 path = files[it["index"]]
@@ -302,17 +346,7 @@ def explain_images(
                     yield ImageFailure(path, it["error"])
                     continue
                 n = by_index[it["index"]]
-                boxes = it["geometry"].map_boxes(net_boxes[n], "network", "original").tolist()
-                tk = tuple(
-                    ClassBox(r + 1, c, info.categories[c], float(p), tuple(float(v) for v in b))  # type: ignore[arg-type]
-                    for r, (c, p, b) in enumerate(zip(classes[n], scores[n], boxes))
-                )
-                hb = None
-                if head_boxes is not None and learned is not None:
-                    b = it["geometry"].map_boxes(head_boxes[n], "network", "original").tolist()
-                    hb = LearnedBox(tuple(float(v) for v in b), learned.supervision)  # type: ignore[arg-type]
-                res = ImageResult(path, it["size"], tk, hb)
-                yield Explained(res, it["display"], it["display_scale"], norm[n])
+                yield Explained(results[n], it["display"], it["display_scale"], norm[n])
             if bar is not None:
                 bar.update(len(items))
     finally:
