@@ -369,7 +369,7 @@ def test_cli_calibrate_bad_options(tmp_path: Path, capsys, bright_cli):
         (["--thresholds", ""], "`--thresholds` must be a comma-separated list"),
         (["--holdout", "1"], "`--holdout` must be >= 2"),
         (["--subset", "3/2"], "`subset` must be"),
-        (["--method-arg", "novalue"], "`--method-arg` must be K=V"),
+        (["--method-arg", "novalue"], "`--method-arg` must be KEY=VALUE"),
         (["--limit", "0"], "`--limit` must be >= 1"),
         (["--holdout", "3"], "`folds` must be <= the number of images (2)"),
     ]:

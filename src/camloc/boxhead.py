@@ -475,30 +475,13 @@ def _collate(items: list[Any]) -> list[Any]:
 def _batches(
     ds: _BoxImages, *, batch_size: int, device: str | torch.device, workers: int | None, progress: bool
 ) -> Iterator[tuple[list[int], torch.Tensor, list[np.ndarray | None]]]:
-    if workers is None:
-        workers = min(2, os.cpu_count() or 1) if len(ds) > batch_size else 0
-    check_number("workers", workers, low=0, integer=True)
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=_collate)
-    failures: list[str] = []
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    from camloc.fit import stream_dataset_batches
 
-        bar = tqdm(total=len(ds), unit="img", desc="box-head features", dynamic_ncols=True)
-    try:
-        for items in loader:
-            failures += [f"{ds.paths[i]}: {err}" for i, _, _, err in items if err is not None]
-            good = [(i, x, g) for i, x, g, err in items if err is None]
-            if good and not failures:
-                yield [i for i, _, _ in good], torch.stack([x for _, x, _ in good]).to(device), [g for *_, g in good]
-            if bar is not None:
-                bar.update(len(items))
-    finally:
-        if bar is not None:
-            bar.close()
-    if failures:
-        shown = "; ".join(failures[:5]) + (f"; ... (+{len(failures) - 5} more)" if len(failures) > 5 else "")
-        raise CamlocValueError(f"`data` must hold readable images; {len(failures)} could not be read: {shown}")
+    for idx, x, extra in stream_dataset_batches(
+        ds, ds.paths, batch_size=batch_size, device=device, workers=workers, progress=progress,
+        desc="box-head features",
+    ):  # fmt: skip
+        yield idx, x, [e[0] for e in extra]
 
 
 def _cache_key(fingerprint: str, preprocess: Preprocess, paths: Sequence[Path], extra: Any) -> str:

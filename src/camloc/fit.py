@@ -206,11 +206,29 @@ def stream_image_batches(
     :class:`~camloc.errors.CamlocValueError` names every unreadable file. ``workers=None``: up to 2 worker
     processes when there is more than one batch. A tqdm bar (``desc``) with ``progress``.
     """
+    for idx, x, _ in stream_dataset_batches(
+        _Images(paths, preprocess), paths, batch_size=batch_size, device=device, workers=workers,
+        progress=progress, desc=desc,
+    ):  # fmt: skip
+        yield idx, x
+
+
+def stream_dataset_batches(
+    ds: torch.utils.data.Dataset[Any],
+    paths: Sequence[Path],
+    *,
+    batch_size: int,
+    device: str | torch.device,
+    workers: int | None,
+    progress: bool,
+    desc: str,
+) -> Iterator[tuple[list[int], torch.Tensor, list[tuple[Any, ...]]]]:
+    """:func:`stream_image_batches` over any dataset whose items are ``(index, tensor, *extra, error or None)``:
+    yields ``(indices, Tensor[B, ...] on device, [extra of each image])``, with the same failure rule."""
     if workers is None:
         workers = min(2, os.cpu_count() or 1) if len(paths) > batch_size else 0
-    loader = torch.utils.data.DataLoader(
-        _Images(paths, preprocess), batch_size=batch_size, num_workers=workers, collate_fn=_collate
-    )
+    check_number("workers", workers, low=0, integer=True)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=_collate)
     failures: list[str] = []
     bar = None
     if progress:
@@ -219,10 +237,10 @@ def stream_image_batches(
         bar = tqdm(total=len(paths), unit="img", desc=desc, dynamic_ncols=True)
     try:
         for items in loader:
-            failures += [f"{paths[i]}: {err}" for i, _, err in items if err is not None]
-            good = [(i, x) for i, x, err in items if err is None]
+            failures += [f"{paths[it[0]]}: {it[-1]}" for it in items if it[-1] is not None]
+            good = [it for it in items if it[-1] is None]
             if good and not failures:
-                yield [i for i, _ in good], torch.stack([x for _, x in good]).to(device)
+                yield [it[0] for it in good], torch.stack([it[1] for it in good]).to(device), [it[2:-1] for it in good]
             if bar is not None:
                 bar.update(len(items))
     finally:
