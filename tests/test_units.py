@@ -87,8 +87,11 @@ def test_scan_keeps_each_units_best_images_in_one_bounded_pass(folder: Path) -> 
         f = model.forward_features(torch.stack([pipe(p).tensor for p, _ in items]))
     flat = f.flatten(2)
     best, where = flat.max(dim=2)  # [N, K]
+    mean = flat.mean(dim=2)  # [N, K]
     for k in range(3):
-        order = torch.sort(best[:, k], descending=True, stable=True).indices[:4]
+        # by max, then by mean (the squares saturate: equal maxima, sizes 8..14 give different means), then index
+        order = torch.tensor(sorted(range(len(items)), key=lambda i: (-float(best[i, k]), -float(mean[i, k]), i))[:4])
+        assert (best[order[:2], k] == best[order[0], k]).all(), "the tie-break is exercised: equal maxima"
         assert scan.images[k].tolist() == order.tolist()
         np.testing.assert_allclose(scan.scores[k], best[order, k].numpy(), rtol=1e-6)
         rows, cols = where[order, k] // 32, where[order, k] % 32

@@ -89,7 +89,9 @@ def scan_units(
 ) -> UnitScan:
     """Stream ``(path, data-class)`` items through the model's trunk once (see the module docstring).
 
-    Ties in a unit's score keep the earlier image. Unreadable images raise, naming every one of them.
+    Ties in a unit's score (its spatial max; saturating units such as ReLU6 outputs reach the same max on many
+    images) go to the image where the unit's mean activation is higher, then to the earlier image. Unreadable
+    images raise, naming every one of them.
     """
     from camloc.fit import stream_image_batches
 
@@ -101,6 +103,7 @@ def scan_units(
     top_s = torch.full((k, n_top), -torch.inf)
     top_i = torch.full((k, n_top), -1, dtype=torch.long)
     top_l = torch.zeros((k, n_top), dtype=torch.long)  # flat index into the feature grid
+    top_m = torch.full((k, n_top), -torch.inf)  # the unit's mean over the image: the tie-break
     sums = torch.zeros((num_classes, k), dtype=torch.float64)
     size = (0, 0)
     batches = stream_image_batches(
@@ -114,13 +117,18 @@ def scan_units(
             size = (int(f.shape[2]), int(f.shape[3]))
             flat = f.flatten(2)  # [B, K, hw]
             s, loc = flat.max(dim=2)  # [B, K]
-            sums.index_add_(0, torch.from_numpy(labels[idx.numpy()]), flat.mean(dim=2).double())
+            m = flat.mean(dim=2)  # [B, K]
+            sums.index_add_(0, torch.from_numpy(labels[idx.numpy()]), m.double())
             cat_s = torch.cat([top_s, s.T], dim=1)
+            cat_m = torch.cat([top_m, m.T], dim=1)
             cat_i = torch.cat([top_i, idx[None].expand(k, -1)], dim=1)
             cat_l = torch.cat([top_l, loc.T], dim=1)
-            # stable descending order: earlier images first among equal scores
-            order = torch.sort(cat_s, dim=1, descending=True, stable=True).indices[:, :n_top]
-            top_s, top_i, top_l = cat_s.gather(1, order), cat_i.gather(1, order), cat_l.gather(1, order)
+            # descending by max, then by mean, then earlier image first: two stable sorts (minor key first)
+            by_mean = torch.sort(cat_m, dim=1, descending=True, stable=True).indices
+            by_max = torch.sort(cat_s.gather(1, by_mean), dim=1, descending=True, stable=True).indices
+            order = by_mean.gather(1, by_max)[:, :n_top]
+            top_s, top_m = cat_s.gather(1, order), cat_m.gather(1, order)
+            top_i, top_l = cat_i.gather(1, order), cat_l.gather(1, order)
     counts = np.bincount(labels, minlength=num_classes).astype(np.int64)
     mean = sums.numpy() / np.maximum(counts, 1)[:, None]
     w_grid = max(size[1], 1)
