@@ -193,7 +193,11 @@ def explain_extras(
     """The manifest entries of explain's options beyond the paper's (method, zoom, box head, ONNX, exports);
     ``--export`` files are written here from the finished ``results.jsonl`` (every engine, resumed runs too)."""
     out: dict[str, Any] = {}
-    method, margs, zoom = used.get("method", "cam"), used.get("margs") or {}, used.get("zoom")
+    method, margs, zoom, calib = used.get("method", "cam"), used.get("margs") or {}, used.get("zoom"), used.get("calib")
+    if calib is not None:
+        from camloc.cli_calibrate import calibration_record
+
+        out.update(threshold_rule=calib.rule.describe(), calibration=calibration_record(calib, args.calibration, []))
     if method != "cam" or margs:
         out.update(method=method, method_args=margs)
     if zoom is not None:
@@ -237,7 +241,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     from camloc import resume as rs
     from camloc._io import atomic_write_json
-    from camloc.cli_calibrate import calibration_record, resolve_calibration
+    from camloc.cli_calibrate import resolve_calibration
     from camloc.data.images import find_images
     from camloc.explain import ImageFailure, _keep_freed_memory, explain_images
     from camloc.zoom import zoom_from_args
@@ -334,18 +338,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
             failures = journal.commit()
             n_ok = journal.results.lines
             extra = explain_extras(args, info, out_dir, files, calib=calib, zoom=zoom, method=method, margs=margs)
-            if calib is not None:
-                extra.update(
-                    threshold_rule=calib.rule.describe(),
-                    calibration=calibration_record(calib, args.calibration, []),
-                )
             doc = explain_manifest(args, info, n_ok, failures, journal.options, started, **extra)
             atomic_write_json(out_dir / "manifest.json", doc)
             journal.finish()
     except KeyboardInterrupt as e:
-        journal.close()
-        print(f"camloc: interrupted; continue with the same command and --resume ({out_dir})", file=sys.stderr)
-        return rs.interrupted_exit_code(e)
+        return rs.interrupted(e, journal.close, out_dir)
     except BaseException:
         journal.close()
         raise

@@ -148,9 +148,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 faithfulness=_faithfulness_config(args), checkpoint=ckpt,
             )  # fmt: skip
     except KeyboardInterrupt as e:
-        ckpt.close()
-        print(f"camloc: interrupted; continue with the same command and --resume ({out})", file=sys.stderr)
-        return rs.interrupted_exit_code(e)
+        return rs.interrupted(e, ckpt.close, out)
     except BaseException:
         ckpt.close()
         raise

@@ -578,9 +578,7 @@ def cmd_explain_ray(args: argparse.Namespace) -> int:
             atomic_write_json(out_dir / "manifest.json", doc)
             journal.finish()
     except KeyboardInterrupt as e:
-        journal.close()
-        print(f"camloc: interrupted; continue with the same command and --resume ({out_dir})", file=sys.stderr)
-        return rs.interrupted_exit_code(e)
+        return rs.interrupted(e, journal.close, out_dir)
     except BaseException:
         journal.close()
         raise

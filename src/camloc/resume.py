@@ -31,8 +31,9 @@ import json
 import os
 import pickle
 import signal
+import sys
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -130,6 +131,14 @@ def _critical() -> contextlib.AbstractContextManager[None]:
 def interrupted_exit_code(exc: BaseException) -> int:
     """``128 + signal`` for an interrupt (SIGINT for a plain :class:`KeyboardInterrupt`)."""
     return 128 + (exc.signum if isinstance(exc, RunInterrupted) else int(signal.SIGINT))
+
+
+def interrupted(exc: BaseException, close: Callable[[], None], out: os.PathLike[str] | str) -> int:
+    """An interrupted command's ending: ``close()`` its run files, say on stderr how to continue, and return
+    :func:`interrupted_exit_code`."""
+    close()
+    print(f"camloc: interrupted; continue with the same command and --resume ({out})", file=sys.stderr)
+    return interrupted_exit_code(exc)
 
 
 # ----------------------------------------------------------------------------------------------------------
