@@ -64,7 +64,8 @@ def test_unknown_names_and_bad_arguments_are_camloc_errors_listing_the_valid_one
 
 def test_string_arguments_are_converted_and_defaults_filled() -> None:
     _, args = resolve_method("multiscale", parse_method_args(["scales=0.5, 1", "flip=yes"]))
-    assert args == {"base": "cam", "flip": True, "scales": (0.5, 1.0), "fuse": "mean"}
+    assert args == {"base": "cam", "flip": True, "scales": (0.5, 1.0), "fuse": "mean", "norm": "none",
+                    "logits": "views"}  # fmt: skip
     _, args = resolve_method("dilate", {"stages": "2"})
     assert args["stages"] == 2
     with pytest.raises(CamlocValueError, match=r">= 1"):
@@ -112,7 +113,7 @@ def test_callable_class_selector_asks_top1_and_true_class_in_one_forward(tiny_mo
     out = cam(images, classes=lambda lg: torch.stack([lg.argmax(1), true], 1))
     ref = cam(images, topk=1)
     assert torch.equal(out.classes[:, 0], ref.classes[:, 0]) and torch.equal(out.classes[:, 1], true)
-    assert torch.equal(out.maps[:, :1], ref.maps)
+    assert _close(out.maps[:, :1], ref.maps)  # same contraction, another class count: rounding only
     with pytest.raises(CamlocTypeError, match="callable returning a Tensor"):
         cam(images, classes=lambda lg: [1, 2])
     # every producer takes it
@@ -175,6 +176,32 @@ def test_multiscale_of_one_scale_is_cam_and_logits_are_the_views_mean(tiny_model
     maps = [cam(v, classes=out.classes).upsampled((32, 40)) for v in views]
     expected = (maps[0] + maps[1].flip(-1) + maps[2] + maps[3].flip(-1)) / 4
     assert _close(out.maps, expected)
+
+
+def test_multiscale_norm_and_input_logits(tiny_model, images) -> None:
+    """``norm=max`` normalises each view's map before the mean; ``logits=input`` classifies ``x`` itself (the
+    scale-1 view when there is one, else one more forward)."""
+    cam = CAM(tiny_model)
+    ref = cam(images, topk=2)
+    out = get_method("multiscale", tiny_model, INFO, scales="1,2", norm="max", logits="input")(images, topk=2)
+    assert torch.equal(out.logits, ref.logits) and torch.equal(out.classes, ref.classes)
+    big = torch.nn.functional.interpolate(images, size=(64, 80), mode="bilinear", antialias=True)
+    views = [cam(v, classes=out.classes).upsampled((32, 40)) for v in (images, big)]
+    expected = (normalize_maps(views[0], mode="max") + normalize_maps(views[1], mode="max")) / 2
+    assert _close(out.maps, expected)
+    raw = get_method("multiscale", tiny_model, INFO, scales="1,2")(images, classes=out.classes)
+    assert not _close(raw.maps, out.maps), "the raw mean differs: the two scales have different map scales"
+    only = get_method("multiscale", tiny_model, INFO, scales="2", logits="input")(images, topk=2)
+    assert torch.equal(only.logits, ref.logits) and _close(only.maps, views[1])
+    with pytest.raises(CamlocValueError, match="norm"):
+        get_method("multiscale", tiny_model, INFO, norm="sum")
+
+
+def test_best_is_the_three_scale_fusion(tiny_model, images) -> None:
+    best = get_method("best", tiny_model, INFO)(images, topk=2)
+    same = get_method("multiscale", tiny_model, INFO, scales="1,1.5,2", norm="max", logits="input")(images, topk=2)
+    assert torch.equal(best.logits, same.logits) and _close(best.maps, same.maps)
+    assert float(best.maps.max()) <= 1.0 + 1e-6
 
 
 def test_ensemble_of_one_model_is_cam_normalised(tiny_model, images) -> None:

@@ -141,6 +141,11 @@ _BASE = Param("base", "method", "cam", "the method run on each view / member / i
 _SIGN = Param("sign", "str", "cam", "sign of the principal component: agree with the class map, or positive mass",
               choices=("cam", "mass"))  # fmt: skip
 _M = "camloc.methods."
+_VIEW_PARAMS = (
+    Param("norm", "str", "none", "normalise each view's map before fusing", choices=("none", "max", "minmax")),
+    Param("logits", "str", "views", "classes from the views' mean logits or from the input itself",
+          choices=("views", "input")),
+)  # fmt: skip
 
 #: The built-in methods, in listing order.
 BUILTIN: tuple[MethodEntry, ...] = (
@@ -151,11 +156,11 @@ BUILTIN: tuple[MethodEntry, ...] = (
     MethodEntry("flip", "test-time horizontal flip: maps flipped back, fused at input resolution; logits averaged",
                 _M + "tta:build_tta",
                 (_BASE, Param("flip", "bool", True), Param("scales", "floats", (1.0,), low=0.05),
-                 Param("fuse", "str", "mean", choices=("mean", "max")))),
+                 Param("fuse", "str", "mean", choices=("mean", "max")), *_VIEW_PARAMS)),
     MethodEntry("multiscale", "test-time scales (default 0.75,1,1.25): maps fused at input resolution",
                 _M + "tta:build_tta",
                 (_BASE, Param("flip", "bool", False), Param("scales", "floats", (0.75, 1.0, 1.25), low=0.05),
-                 Param("fuse", "str", "mean", choices=("mean", "max")))),
+                 Param("fuse", "str", "mean", choices=("mean", "max")), *_VIEW_PARAMS)),
     MethodEntry("ensemble", "several registry models (default lite0,lite1,lite2): normalised maps averaged, "
                 "probabilities averaged", _M + "tta:build_ensemble",
                 (Param("models", "strs", ("lite0", "lite1", "lite2")), _BASE,
@@ -187,7 +192,11 @@ BUILTIN: tuple[MethodEntry, ...] = (
 
 #: Preset aliases: name -> (method, preset arguments, description).
 ALIASES: dict[str, tuple[str, dict[str, Any], str]] = {
-    "best": ("hires", {"scale": 2.0, "logits": "input"}, "the recommended method (README, `Map methods`)"),
+    "best": (
+        "multiscale",
+        {"scales": (1.0, 1.5, 2.0), "norm": "max", "logits": "input"},
+        "the recommended method (README, `Map methods`)",
+    ),
 }
 
 _REGISTRY: dict[str, MethodEntry] = {e.name: e for e in BUILTIN}

@@ -7,8 +7,12 @@ What is fused, exactly:
   mirrored left-right. The base method (default ``cam``) runs on every view; the **logits** are the mean of the
   views' logits; the classes are chosen once from that mean; each view's **raw maps** for those classes are
   resized to the input size ``(H, W)`` (bilinear), mirrored back for flipped views, and averaged (``fuse=mean``)
-  or maxed (``fuse=max``) -- no per-view normalisation, since the views share one model and one logit scale.
-  ``scales=1`` without flip is exactly the base method, upsampled.
+  or maxed (``fuse=max``). By default (``norm=none``) the raw maps are fused, since the views share one model;
+  ``norm=max`` (``clamp(M / max M, 0, 1)``) or ``minmax`` normalises each view's map first, so that every scale
+  weighs the same whatever its logit scale (larger inputs give smaller maps: GAP averages more background).
+  ``logits=input`` takes the logits (and so the classes) from ``x`` itself instead of the views' mean (the
+  scale-1 unmirrored view when there is one, else one more forward). ``scales=1`` without flip is exactly the
+  base method, upsampled.
 - ``ensemble`` (:class:`Ensemble`): each member model gets its own input, made from ``x`` by undoing the first
   model's normalisation, resizing to the member's input size with its interpolation, and applying the member's
   mean / std (so the members see the image as their preprocessing would, up to resampling from the network
@@ -21,7 +25,7 @@ What is fused, exactly:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -39,21 +43,36 @@ class Augmented(MapMethod):
 
     name = "tta"
 
-    def __init__(self, base: Any, *, flip: bool, scales: tuple[float, ...], fuse: str = "mean") -> None:
+    def __init__(
+        self,
+        base: Any,
+        *,
+        flip: bool,
+        scales: tuple[float, ...],
+        fuse: str = "mean",
+        norm: str = "none",
+        logits: str = "views",
+    ) -> None:
         if not scales:
             fail("scales", "at least one scale", scales)
         self.base = base
         self.flip = bool(flip)
         self.scales = tuple(float(s) for s in scales)
         self.fuse = fuse
+        self.norm = norm
+        self.logits = logits
 
     def __repr__(self) -> str:
-        return f"Augmented(base={self.base!r}, flip={self.flip}, scales={self.scales}, fuse={self.fuse!r})"
+        return (
+            f"Augmented(base={self.base!r}, flip={self.flip}, scales={self.scales}, fuse={self.fuse!r}, "
+            f"norm={self.norm!r}, logits={self.logits!r})"
+        )
 
     def forward(self, x: torch.Tensor) -> tuple[Any, torch.Tensor]:
         size = (int(x.shape[2]), int(x.shape[3]))
         views: list[tuple[Any, bool]] = []
         total: torch.Tensor | None = None
+        own: torch.Tensor | None = None
         for s in self.scales:
             xs = rescale_input(x, scaled_size(size, s))
             for mirrored in (False, True) if self.flip else (False,):
@@ -61,7 +80,13 @@ class Augmented(MapMethod):
                 views.append((state, mirrored))
                 lg = logits.detach().float()
                 total = lg if total is None else total + lg
+                if s == 1.0 and not mirrored:
+                    own = lg
         assert total is not None
+        if self.logits == "input":
+            if own is None:
+                own = self.base.forward(x)[1].detach().float()
+            return (views, size), own
         return (views, size), total / len(views)
 
     def maps(self, state: Any, classes: torch.Tensor) -> torch.Tensor:
@@ -69,6 +94,8 @@ class Augmented(MapMethod):
         out: torch.Tensor | None = None
         for st, mirrored in views:
             m = upsample_maps(self.base.maps(st, classes).detach().float(), size)
+            if self.norm != "none":
+                m = normalize_maps(m, mode=cast(Literal["max", "minmax"], self.norm))
             if mirrored:
                 m = m.flip(-1)
             if out is None:
@@ -81,8 +108,18 @@ class Augmented(MapMethod):
         return out if self.fuse == "max" else out / len(views)
 
 
-def build_tta(model: nn.Module, info: Any, *, base: Any, flip: bool, scales: tuple[float, ...], fuse: str) -> Augmented:
-    return Augmented(build_base(base, model, info), flip=flip, scales=scales, fuse=fuse)
+def build_tta(
+    model: nn.Module,
+    info: Any,
+    *,
+    base: Any,
+    flip: bool,
+    scales: tuple[float, ...],
+    fuse: str,
+    norm: str = "none",
+    logits: str = "views",
+) -> Augmented:
+    return Augmented(build_base(base, model, info), flip=flip, scales=scales, fuse=fuse, norm=norm, logits=logits)
 
 
 def _device_and_format(model: nn.Module) -> tuple[torch.device, torch.memory_format]:
@@ -149,7 +186,7 @@ class Ensemble(MapMethod):
         out: torch.Tensor | None = None
         for (producer, _), st in zip(self.members, states):
             m = upsample_maps(producer.maps(st, classes).detach().float(), size)
-            m = normalize_maps(m, mode=self.norm)  # type: ignore[arg-type]
+            m = normalize_maps(m, mode=cast(Literal["max", "minmax"], self.norm))  # type: ignore[arg-type]
             out = m if out is None else out + m
         assert out is not None
         return out / len(self.members)
