@@ -130,8 +130,11 @@ def test_wsolevaluation_protocol_reproduces_the_reference_end_to_end(data: dict[
     expected = ref.evaluate(data["paths"], data["labels"], _cam(model, "sum"), boxes=data["boxes"], masks=data["masks"])
     np.testing.assert_array_equal(res.maxboxacc_curve, expected["maxboxacc_curve"])
     np.testing.assert_array_equal(res.maxboxacc_v2_curves, expected["maxboxacc_v2_curves"])
-    for k in ("maxboxacc", "maxboxacc_v2", "pxap"):
+    for k in ("maxboxacc", "maxboxacc_v2"):
         assert res.metrics[k] == expected[k], k
+    # PxAP counts every pixel at 1000 thresholds: the float32 contraction of camloc's head and the reference's
+    # elementwise sum round apart by an ulp on some CPUs' kernels, moving a few pixels across a threshold (2.5e-8)
+    assert res.metrics["pxap"] == pytest.approx(expected["pxap"], abs=1e-7)
     # the numbers are not trivial (a constant answer would hide a broken pipeline)
     assert 0 < expected["maxboxacc"] < 1 and 0 < expected["pxap"] < 1
     assert len(np.unique(expected["maxboxacc_curve"])) > 2
