@@ -186,7 +186,7 @@ class Ensemble(MapMethod):
         out: torch.Tensor | None = None
         for (producer, _), st in zip(self.members, states):
             m = upsample_maps(producer.maps(st, classes).detach().float(), size)
-            m = normalize_maps(m, mode=cast(Literal["max", "minmax"], self.norm))  # type: ignore[arg-type]
+            m = normalize_maps(m, mode=cast(Literal["max", "minmax"], self.norm))
             out = m if out is None else out + m
         assert out is not None
         return out / len(self.members)
