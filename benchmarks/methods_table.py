@@ -47,6 +47,8 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "layercam": ("layercam", {}),
     "eigencam": ("eigencam", {}),
     "scorecam": ("scorecam", {}),
+    "affinity": ("affinity", {}),
+    "multiscale 1-2x": ("multiscale", {"scales": (1.0, 1.5, 2.0), "norm": "max", "logits": "input"}),
     "best": ("best", {}),
 }
 SLOW = {"scorecam"}

@@ -22,7 +22,7 @@ from conftest import TinyGap
 
 INFO = ModelInfo("tiny", tuple("abcde"), Preprocess(size=(32, 32)))
 REQUIRED = {"cam", "backprop", "flip", "multiscale", "ensemble", "hires", "dilate", "pca", "ddt", "cam+pca",
-            "gradcam", "gradcam++", "scorecam", "layercam", "eigencam", "best"}  # fmt: skip
+            "gradcam", "gradcam++", "scorecam", "layercam", "eigencam", "affinity", "best"}  # fmt: skip
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-5) -> bool:
@@ -197,10 +197,11 @@ def test_multiscale_norm_and_input_logits(tiny_model, images) -> None:
         get_method("multiscale", tiny_model, INFO, norm="sum")
 
 
-def test_best_is_the_three_scale_fusion(tiny_model, images) -> None:
+def test_best_is_the_affinity_walk_of_the_1_5x_maps(tiny_model, images) -> None:
     best = get_method("best", tiny_model, INFO)(images, topk=2)
-    same = get_method("multiscale", tiny_model, INFO, scales="1,1.5,2", norm="max", logits="input")(images, topk=2)
-    assert torch.equal(best.logits, same.logits) and _close(best.maps, same.maps)
+    same = get_method("affinity", tiny_model, INFO, scale=1.5, beta=8, iters=4, logits="input")(images, topk=2)
+    assert torch.equal(best.logits, same.logits) and torch.equal(best.maps, same.maps)
+    assert torch.equal(best.logits, CAM(tiny_model)(images, topk=2).logits)
     assert float(best.maps.max()) <= 1.0 + 1e-6
 
 

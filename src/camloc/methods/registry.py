@@ -172,6 +172,15 @@ BUILTIN: tuple[MethodEntry, ...] = (
                        choices=("scaled", "input")))),
     MethodEntry("dilate", "the last stride-2 stage(s) turned into dilation: 2x (4x) finer maps, same weights",
                 _M + "resolution:build_dilate", (Param("stages", "int", 1, low=1), _BASE)),
+    MethodEntry("affinity", "the class map of a 1.5x input spread by a random walk over a stride-16 layer's "
+                "feature affinities", _M + "affinity:build_affinity",
+                (Param("scale", "float", 1.5, "input enlargement for the maps and the affinities", low=0.05),
+                 Param("layer", "str", "auto", "module whose features give the affinities (auto: the stride-16 "
+                       "stage)"),
+                 Param("beta", "float", 8.0, "affinity = max(0, cosine) ** beta", low=0.0),
+                 Param("iters", "int", 4, "random-walk steps", low=0),
+                 Param("logits", "str", "input", "classify the input itself or the enlarged input",
+                       choices=("input", "scaled")))),
     MethodEntry("pca", "class-agnostic: first principal component of the image's features (CAM Back Again)",
                 _M + "agnostic:build_pca", (_SIGN,)),
     MethodEntry("ddt", "class-agnostic: principal component of features over a set (DDT; batch, or fit=FOLDER)",
@@ -193,8 +202,8 @@ BUILTIN: tuple[MethodEntry, ...] = (
 #: Preset aliases: name -> (method, preset arguments, description).
 ALIASES: dict[str, tuple[str, dict[str, Any], str]] = {
     "best": (
-        "multiscale",
-        {"scales": (1.0, 1.5, 2.0), "norm": "max", "logits": "input"},
+        "affinity",
+        {"scale": 1.5, "beta": 8.0, "iters": 4, "logits": "input"},
         "the recommended method (README, `Map methods`)",
     ),
 }
