@@ -126,7 +126,9 @@ def stride_layer(model: nn.Module, size: tuple[int, int], *, stride: int = 16) -
 
 
 class Affinity(MapMethod):
-    """``affinity`` (module docstring): maps ``[N, m, h', w']`` on ``layer``'s grid of the enlarged input."""
+    """``affinity`` (module docstring): maps ``[N, m, h', w']`` on ``layer``'s grid of the enlarged input.
+
+    ``layer`` is a module name of ``model`` (:func:`build_affinity` turns ``"auto"`` into one)."""
 
     name = "affinity"
 
@@ -143,7 +145,7 @@ class Affinity(MapMethod):
         mods = dict(model.named_modules())
         if layer not in mods or not layer:
             example = next(iter(n for n in mods if n), "-")
-            fail("layer", f"'auto' or a module name of {type(model).__name__} (e.g. {example!r})", repr(layer))
+            fail("layer", f"a module name of {type(model).__name__} (e.g. {example!r}; or 'auto')", repr(layer))
         self.cam = CAM(model)
         self.layer = layer
         self.module = mods[layer]
