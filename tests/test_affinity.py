@@ -105,4 +105,7 @@ def test_auto_picks_the_stride_16_stage_of_real_networks() -> None:
 
     assert aff.stride_layer(torchvision.models.resnet18().eval(), (224, 224)) == "layer3"
     assert aff.stride_layer(torchvision.models.mobilenet_v2().eval(), (224, 224)) == "features.13"
-    assert aff.stride_layer(timm.create_model("tf_efficientnet_lite0").eval(), (224, 224)) == "blocks.4"
+    lite = timm.create_model("tf_efficientnet_lite0").eval()
+    assert aff.stride_layer(lite, (224, 224)) == "blocks.4"
+    assert aff.stride_layer(lite, (260, 260)) == "blocks.4"  # lite2's size: 17 = ceil(260 / 16) positions
+    assert aff._stride(260, 17) == 16 and aff._stride(260, 9) == 32 and aff._stride(32, 32) == 1

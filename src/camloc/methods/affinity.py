@@ -84,6 +84,11 @@ def _params(mod: nn.Module) -> int:
     return sum(p.numel() for p in mod.parameters())
 
 
+def _stride(size: int, out: int) -> int:
+    """The power-of-two stride that maps ``size`` input pixels to ``out`` positions (260 -> 17 is stride 16)."""
+    return 2 ** max(0, round(math.log2(size / out)))
+
+
 def stride_layer(model: nn.Module, size: tuple[int, int], *, stride: int = 16) -> str:
     """The name of the module ``auto`` picks (module docstring) in a probe forward of ``zeros(1, 3, *size)``.
 
@@ -97,7 +102,7 @@ def stride_layer(model: nn.Module, size: tuple[int, int], *, stride: int = 16) -
 
     def record(mod: nn.Module, inp: Any, out: Any) -> None:
         if isinstance(out, torch.Tensor) and out.ndim == 4 and out.shape[-1] > 0:
-            seen.append((names[mod], max(1, round(size[1] / int(out.shape[-1])))))
+            seen.append((names[mod], _stride(size[1], int(out.shape[-1]))))
 
     hooks = [m.register_forward_hook(record) for m in names]
     try:
@@ -108,7 +113,7 @@ def stride_layer(model: nn.Module, size: tuple[int, int], *, stride: int = 16) -
     finally:
         for hk in hooks:
             hk.remove()
-    final = max(1, round(size[1] / int(feats.shape[-1])))
+    final = _stride(size[1], int(feats.shape[-1]))
     target = min(int(stride), final)
     strides: dict[str, int] = {}
     for n, s in seen:
