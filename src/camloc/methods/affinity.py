@@ -34,7 +34,7 @@ from torch import nn
 from camloc._checks import check_number, check_tensor, fail
 from camloc.errors import UnsupportedModelError
 from camloc.extractor import CAM
-from camloc.methods.base import MapMethod, kept_modes, rescale_input, scaled_size
+from camloc.methods.base import MapMethod, probe_forward, rescale_input, scaled_size
 
 __all__ = ["MAX_POSITIONS", "Affinity", "affinity_walk", "build_affinity", "stride_layer", "transition_matrix"]
 
@@ -94,9 +94,6 @@ def stride_layer(model: nn.Module, size: tuple[int, int], *, stride: int = 16) -
 
     Raises :class:`~camloc.errors.UnsupportedModelError` when no module outputs a 4-D feature map.
     """
-    from camloc.resolve import resolve_head
-
-    resolved = resolve_head(model)
     names = {m: n for n, m in model.named_modules() if n}
     seen: list[tuple[str, int]] = []  # (name, stride) in the order the outputs are produced
 
@@ -104,15 +101,7 @@ def stride_layer(model: nn.Module, size: tuple[int, int], *, stride: int = 16) -
         if isinstance(out, torch.Tensor) and out.ndim == 4 and out.shape[-1] > 0:
             seen.append((names[mod], _stride(size[1], int(out.shape[-1]))))
 
-    hooks = [m.register_forward_hook(record) for m in names]
-    try:
-        with torch.no_grad(), kept_modes(model):
-            model.eval()
-            p = next(model.parameters())
-            feats, _ = resolved.run(torch.zeros(1, 3, *size, dtype=p.dtype, device=p.device))
-    finally:
-        for hk in hooks:
-            hk.remove()
+    feats = probe_forward(model, size, names, record)
     final = _stride(size[1], int(feats.shape[-1]))
     target = min(int(stride), final)
     strides: dict[str, int] = {}

@@ -25,7 +25,7 @@ from torch import nn
 from camloc._checks import check_number, check_tensor
 from camloc.extractor import CamResult, Classes, select_classes
 
-__all__ = ["MapMethod", "Producer", "frozen_parameters", "rescale_input", "result_of"]
+__all__ = ["MapMethod", "Producer", "frozen_parameters", "probe_forward", "rescale_input", "result_of"]
 
 
 @runtime_checkable
@@ -100,6 +100,25 @@ def frozen_parameters(model: nn.Module) -> Iterator[None]:
     finally:
         for p, f in flags:
             p.requires_grad_(f)
+
+
+def probe_forward(net: nn.Module, size: tuple[int, int], modules: Any, record: Any) -> torch.Tensor:
+    """One forward of ``zeros(1, 3, *size)`` through ``net``'s resolved trunk, in eval mode and without autograd,
+    with the forward hook ``record(module, inputs, output)`` on each of ``modules``; returns the trunk features
+    ``[1, K, h, w]``. The hooks are removed and every ``training`` flag is restored afterwards."""
+    from camloc.resolve import resolve_head
+
+    resolved = resolve_head(net)
+    hooks = [m.register_forward_hook(record) for m in modules]
+    try:
+        with torch.no_grad(), kept_modes(net):
+            net.eval()
+            p = next(net.parameters())
+            feats, _ = resolved.run(torch.zeros(1, 3, *size, dtype=p.dtype, device=p.device))
+    finally:
+        for h in hooks:
+            h.remove()
+    return feats
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from camloc.errors import UnsupportedModelError
-from camloc.methods.base import MapMethod, kept_modes, rescale_input, scaled_size
+from camloc.methods.base import MapMethod, probe_forward, rescale_input, scaled_size
 from camloc.methods.basic import build_base
 
 __all__ = ["Hires", "build_dilate", "build_hires", "dilate_last_stages"]
@@ -60,25 +60,13 @@ def _static_padding(conv: nn.Conv2d) -> None:
 
 
 def _dilate_once(net: nn.Module, size: tuple[int, int]) -> None:
-    from camloc.resolve import resolve_head
-
-    resolved = resolve_head(net)
     grids: dict[nn.Module, tuple[tuple[int, ...], tuple[int, ...]]] = {}
 
     def record(mod: nn.Module, inp: Any, out: Any) -> None:
         grids.setdefault(mod, (tuple(inp[0].shape[-2:]), tuple(out.shape[-2:])))
 
-    hooks = [
-        m.register_forward_hook(record) for m in net.modules() if isinstance(m, nn.Conv2d | nn.MaxPool2d | nn.AvgPool2d)
-    ]
-    try:
-        with torch.no_grad(), kept_modes(net):
-            net.eval()
-            p = next(net.parameters())
-            feats, _ = resolved.run(torch.zeros(1, 3, *size, dtype=p.dtype, device=p.device))
-    finally:
-        for h in hooks:
-            h.remove()
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d | nn.MaxPool2d | nn.AvgPool2d)]
+    feats = probe_forward(net, size, convs, record)
     final = tuple(feats.shape[-2:])
     strided = [m for m, (i, o) in grids.items() if o == final and i != final]
     if not strided or any(not isinstance(m, nn.Conv2d) for m in strided):
