@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from camloc._checks import check_number, check_tensor, fail
+from camloc.cam import normalize_maps
 from camloc.errors import UnsupportedModelError
 from camloc.extractor import CAM
 from camloc.methods.base import MapMethod, probe_forward, rescale_input, scaled_size
@@ -114,7 +115,7 @@ def stride_layer(model: nn.Module, size: tuple[int, int], *, stride: int = 16) -
             f"`affinity` needs a module with a 4-D feature map at stride {target}; "
             f"{type(model).__name__} has none (name one with layer=NAME)"
         )
-    mods = dict(model.named_modules())
+    mods = {n: m for m, n in names.items()}
     order = {n: i for i, n in enumerate(strides)}
     return max(top, key=lambda n: (_params(mods[n]), order[n]))
 
@@ -178,9 +179,8 @@ class Affinity(MapMethod):
         h, w = _grid_cap(int(mid.shape[2]), int(mid.shape[3]))
         if (h, w) != tuple(mid.shape[-2:]):
             mid = F.adaptive_avg_pool2d(mid.float(), (h, w))
-        m = self.cam.maps(feats, classes).float().clamp(min=0.0)
-        m = F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False).clamp(min=0.0)
-        m = m / m.flatten(2).amax(dim=2).clamp(min=1e-12)[..., None, None]
+        m = self.cam.maps(feats, classes).float().clamp(min=0.0)  # bilinear resampling keeps it non-negative
+        m = normalize_maps(F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False), mode="max")
         return affinity_walk(m, mid, beta=self.beta, iters=self.iters)
 
 
