@@ -71,6 +71,28 @@ def test_metrics_on_hand_made_images(tmp_path: Path):
     # the box is reported in original pixels (64x48 image, evaluated at 32x32)
     x0, y0, x1, y1 = a["box_gt_known"]
     assert abs(x0 - 8) <= 2 and abs(x1 - 40) <= 2 and abs(y0 - 8) <= 2 and abs(y1 - 40) <= 2
+    assert a["n_gt_boxes"] == 1 and a["group_loc"] is True and res.per_image[1]["group_loc"] is False
+    assert res.breakdown == {"single_box_images": 2, "multi_box_images": 0, "gt_known_loc_single_box": 0.5,
+                             "gt_known_loc_multi_box": None, "group_loc_multi_box": None,
+                             "multi_box_share_of_misses": 0.0}  # fmt: skip
+
+
+def test_breakdown_splits_single_and_multi_box_images(tmp_path: Path):
+    """One bright block over two GT instances: the group box, a miss per instance, a hit for the union."""
+    model = BrightSpot().eval()
+    two = np.array([[8, 8, 24, 40], [24, 8, 40, 40]], np.float32)  # the block [8, 40) x [8, 40) split in two
+    samples = [
+        Sample("one", _write(tmp_path, "one.png", (8, 8, 40, 40)), 0, np.array([[8, 8, 40, 40]], np.float32)),
+        Sample("two", _write(tmp_path, "two.png", (8, 8, 40, 40)), 0, two),
+    ]
+    res = evaluate_samples(samples, model, INFO, batch_size=2, workers=0)
+    assert res.metrics["gt_known_loc"] == 0.5
+    assert [r["n_gt_boxes"] for r in res.per_image] == [1, 2]
+    assert [r["gt_known_loc"] for r in res.per_image] == [True, False]
+    assert [r["group_loc"] for r in res.per_image] == [True, True]
+    b = res.breakdown
+    assert b is not None and b["gt_known_loc_single_box"] == 1.0 and b["gt_known_loc_multi_box"] == 0.0
+    assert b["group_loc_multi_box"] == 1.0 and b["multi_box_share_of_misses"] == 1.0
 
 
 def test_pxap_with_masks_and_ignore_regions(tmp_path: Path):
@@ -141,6 +163,7 @@ def test_cli_evaluate_writes_every_output(tmp_path: Path, capsys):
     assert json.loads((out / "metrics.json").read_text()) == doc
     assert len((out / "per_image.jsonl").read_text().splitlines()) == 3
     assert "MaxBoxAccV2" in (out / "report.md").read_text()
+    assert doc["breakdown"]["single_box_images"] == 3 and doc["breakdown"]["multi_box_images"] == 0
     assert (out / "plots.png").stat().st_size > 0 and (out / "grid.png").stat().st_size > 0
     # backprop baseline through the same command
     assert (

@@ -14,10 +14,13 @@ from camloc.metrics import (
     MaxBoxAccV2,
     PxAP,
     box_iou,
+    breakdown_counts,
+    instance_breakdown,
     localization_accuracy,
     max_box_acc,
     max_box_acc_v2,
     pxap,
+    union_box,
 )
 
 UNIMODAL = np.array([[0, 1, 2, 1, 0], [1, 3, 5, 3, 1], [1, 3, 4, 3, 1], [0, 1, 1, 1, 0]], dtype=np.float64)
@@ -315,3 +318,49 @@ def test_pxap_errors_and_protocols():
     assert pxap([m], [gt], protocol="paper", thresholds=[0.0, 0.5]).value == pytest.approx(0.75)
     half = pxap([m, -np.ones((2, 2))], [gt, gt], protocol="paper", thresholds=[0.0, 0.5])
     np.testing.assert_allclose(half.recall, [0.5, 0.25])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# instance breakdown
+
+
+def test_instance_breakdown_by_hand():
+    two = np.array([[0, 0, 10, 10], [10, 0, 20, 10]], np.float64)  # two instances side by side
+    np.testing.assert_array_equal(union_box(two), [0, 0, 20, 10])
+    boxes = np.array(
+        [
+            [0, 0, 10, 10],  # single GT, exact: hit
+            [0, 0, 5, 10],  # single GT, IoU 0.5: hit (>= 0.5)
+            [0, 0, 20, 10],  # two GT: the group box; IoU 0.5 with each instance: hit, and it matches the union
+            [0, 0, 21, 11],  # two GT: IoU 100 / 231 < 0.5 with each: miss; IoU 200 / 231 with the union
+            [30, 30, 40, 40],  # two GT: far away: miss
+        ],
+        np.float64,
+    )
+    gts = [two[:1], two[:1], two, two, two]
+    b = instance_breakdown(boxes, gts)
+    assert b["single_box_images"] == 2 and b["multi_box_images"] == 3
+    assert b["gt_known_loc_single_box"] == 1.0
+    assert b["gt_known_loc_multi_box"] == pytest.approx(1 / 3)
+    assert b["group_loc_multi_box"] == pytest.approx(2 / 3)
+    assert b["multi_box_share_of_misses"] == 1.0  # both misses have two GT boxes
+    # a stricter IoU: the half box (0.5) and the group box (0.5 per instance) now miss
+    s = instance_breakdown(boxes, gts, iou_threshold=0.6)
+    assert s["gt_known_loc_single_box"] == 0.5 and s["gt_known_loc_multi_box"] == 0.0
+    assert s["multi_box_share_of_misses"] == pytest.approx(3 / 4)
+    # the wsol convention (+1 widths): the half box's IoU is 6 * 11 / (11 * 11) > 0.5, the same outcomes here
+    assert instance_breakdown(boxes, gts, convention="wsol") == b
+    with pytest.raises(CamlocValueError, match="convention"):
+        instance_breakdown(boxes, gts, convention="inclusive")
+
+
+def test_breakdown_counts_edge_cases_and_errors():
+    b = breakdown_counts([True, True], [True, True], [1, 1])
+    assert b["multi_box_images"] == 0 and b["gt_known_loc_multi_box"] is None and b["group_loc_multi_box"] is None
+    assert b["multi_box_share_of_misses"] is None  # no misses
+    with pytest.raises(CamlocValueError, match="n_gt_boxes"):
+        breakdown_counts([True], [True, False], [1])
+    with pytest.raises(CamlocValueError, match="gt_boxes"):
+        instance_breakdown(np.zeros((2, 4)), [np.zeros((1, 4))])
+    with pytest.raises((CamlocValueError, CamlocTypeError), match="gt_boxes"):
+        union_box(np.zeros((0, 4)))

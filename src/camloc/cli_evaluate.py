@@ -171,6 +171,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "best_threshold": _num(res.best_threshold),
         "metrics": {k: round(float(v), 6) for k, v in res.metrics.items()},
         "notes": _notes(res),
+        "breakdown": _rounded_breakdown(res.breakdown),
         "curve": {
             "thresholds": [round(float(t), 6) for t in res.thresholds],
             "maxboxacc": [_num(v) for v in res.maxboxacc_curve],
@@ -254,6 +255,28 @@ def _notes(res: Any) -> list[str]:
     return notes
 
 
+def _rounded_breakdown(b: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if b is None else {k: round(v, 6) if isinstance(v, float) else v for k, v in b.items()}
+
+
+def _breakdown_lines(b: dict[str, Any] | None) -> list[str]:
+    """The report's lines on where GT-known misses come from (images with one GT box against several)."""
+    if not b or not b["multi_box_images"]:
+        return []
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.2f}"
+
+    share = b["multi_box_share_of_misses"]
+    return [
+        f"GT-known by instances: {pct(b['gt_known_loc_single_box'])} % of the {b['single_box_images']} images with"
+        f" one GT box, {pct(b['gt_known_loc_multi_box'])} % of the {b['multi_box_images']} with several; the box"
+        f" matches the union of their boxes (one box around the group) for {pct(b['group_loc_multi_box'])} %."
+        + ("" if share is None else f" Multi-box images are {pct(share)} % of the misses."),
+        "",
+    ]
+
+
 def _report(doc: dict[str, Any]) -> str:
     m = doc["metrics"]
     names = {
@@ -281,6 +304,7 @@ def _report(doc: dict[str, Any]) -> str:
         if k in m:
             lines.append(f"| {label} | {100 * m[k]:.2f} | {100 * (1 - m[k]):.2f} |")
     lines += ["", "Localization: class right (where it applies) and IoU >= 0.5 with some ground-truth box.", ""]
+    lines += _breakdown_lines(doc.get("breakdown"))
     if "faithfulness" in doc:
         from camloc.faithfulness import report_lines
 

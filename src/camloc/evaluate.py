@@ -56,7 +56,7 @@ from camloc.data.annotations import Sample
 from camloc.errors import CamlocError
 from camloc.extractor import CAM
 from camloc.geometry import Geometry
-from camloc.metrics import LocalizationAccuracy, MaxBoxAcc, MaxBoxAccV2, PxAP
+from camloc.metrics import LocalizationAccuracy, MaxBoxAcc, MaxBoxAccV2, PxAP, breakdown_counts, union_box
 from camloc.models.registry import ModelInfo, Preprocess
 from camloc.pipeline import ImagePipeline
 from camloc.sweep import Protocol, box_iou, get_protocol, sweep_boxes
@@ -91,6 +91,8 @@ class EvalResult:
     n_box_images: int = 0
     n_mask_images: int = 0
     faithfulness: FaithfulnessResult | None = None  # with ``faithfulness=``: of the true class's map
+    #: GT-known split by single- / multi-box images (:func:`camloc.metrics.breakdown_counts`); None without boxes
+    breakdown: dict[str, float | int | None] | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -320,12 +322,17 @@ def evaluate_samples(
         raise CamlocError("`samples` must contain at least one readable image with a ground-truth box or mask")
     metrics = {"top1_cls": state.cls[0] / n, "top5_cls": state.cls[1] / n}
     r1 = r2 = None
+    breakdown = None
     if state.n_boxes:  # box metrics over the images that have boxes (mask-only images are skipped there)
         loc = state.acc.compute()
         metrics.update({k: float(v) for k, v in loc.as_dict().items() if k.endswith("_loc") and v is not None})
         r1, r2 = state.box1.compute(), state.box2.compute()
         metrics["maxboxacc"] = r1.value
         metrics["maxboxacc_v2"] = r2.value
+        recs = [r for r in state.per_image if r.get("gt_known_loc") is not None and "n_gt_boxes" in r]
+        if recs:
+            breakdown = breakdown_counts([r["gt_known_loc"] for r in recs], [r["group_loc"] for r in recs],
+                                         [r["n_gt_boxes"] for r in recs])  # fmt: skip
     pxap_curve = None
     if state.n_masks:  # PxAP over the images that have masks
         rp = state.pix.compute()
@@ -345,6 +352,7 @@ def evaluate_samples(
         n_box_images=state.n_boxes,
         n_mask_images=state.n_masks,
         faithfulness=faith.compute() if faith is not None else None,
+        breakdown=breakdown,
     )
 
 
@@ -466,11 +474,17 @@ def _evaluate_batch(
                                                          "stored", "original", clip=False)],
             "top1_loc": None,
             "gt_known_loc": None,
+            "n_gt_boxes": len(it["boxes"]),
+            "group_loc": None,  # the true class's box matches the union of the GT boxes (the group)
         }  # fmt: skip
         if len(it["boxes"]):
             iou_true = float(box_iou(box_true[i][None], it["boxes"], convention=proto.iou_convention).max())
             iou_top1 = float(box_iou(box_top1[i][None], it["boxes"], convention=proto.iou_convention).max())
+            iou_group = float(
+                box_iou(box_true[i][None], union_box(it["boxes"])[None], convention=proto.iou_convention)[0, 0]
+            )
             rec.update(
+                group_loc=bool(iou_group >= 0.5),
                 iou_gt_known=round(iou_true, 4),
                 iou_top1=round(iou_top1, 4),
                 top1_loc=bool(t1 == s.class_idx and iou_true >= 0.5),

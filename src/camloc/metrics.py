@@ -70,10 +70,13 @@ __all__ = [
     "PxAP",
     "PxAPResult",
     "box_iou",
+    "breakdown_counts",
+    "instance_breakdown",
     "localization_accuracy",
     "max_box_acc",
     "max_box_acc_v2",
     "pxap",
+    "union_box",
 ]
 
 
@@ -561,3 +564,64 @@ def pxap(
     acc = PxAP(protocol=protocol, thresholds=thresholds)
     acc.update(score_maps, gt_masks, ignore_masks)
     return acc.compute()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# where GT-known misses come from: one box against several instances
+
+
+def union_box(gt_boxes: Any) -> np.ndarray:
+    """The box around every box of ``gt_boxes [G, 4]`` (G >= 1) -> float64 ``[4]`` (the group of instances)."""
+    g = as_boxes("gt_boxes", gt_boxes, allow_empty=False)
+    return np.array([g[:, 0].min(), g[:, 1].min(), g[:, 2].max(), g[:, 3].max()], np.float64)
+
+
+def instance_breakdown(
+    boxes: Any, gt_boxes: Any, *, iou_threshold: float = 0.5, convention: str = "continuous"
+) -> dict[str, float | int | None]:
+    """GT-known localization of one box per image, split by how many GT boxes (instances) each image has.
+
+    ``boxes [N, 4]``: the one box per image (the true class's); ``gt_boxes``: one ``[G_i, 4]`` array per image.
+    An image is localised when ``max_g IoU(box, gt_g) >= iou_threshold`` (as ``gt_known_loc``). Returns
+    ``single_box_images`` / ``multi_box_images`` (counts), ``gt_known_loc_single_box`` /
+    ``gt_known_loc_multi_box`` (fractions, ``None`` without such images), ``group_loc_multi_box``: the fraction
+    of multi-box images whose box has IoU >= ``iou_threshold`` with the :func:`union_box` of their GT boxes
+    (one box drawn around the group of instances, which the per-instance criterion counts as a miss), and
+    ``multi_box_share_of_misses``: the fraction of the missed images that have several GT boxes (``None``
+    without misses).
+    """
+    check_number("iou_threshold", iou_threshold, low=0.0, high=1.0)
+    check_choice("convention", convention, IOU_CONVENTIONS)
+    gts = _per_image_gt("gt_boxes", gt_boxes)
+    bx = as_boxes("boxes", boxes).reshape(-1, 4)
+    if len(bx) != len(gts):
+        fail("gt_boxes", f"one [G, 4] array per box ({len(bx)})", f"{len(gts)}")
+    plus_one = convention == "wsol"
+    ok = [bool(iou_matrix(b[None], g, plus_one).max() >= iou_threshold) for b, g in zip(bx, gts)]
+    group = [bool(iou_matrix(b[None], union_box(g)[None], plus_one)[0, 0] >= iou_threshold) for b, g in zip(bx, gts)]
+    return breakdown_counts(ok, group, [len(g) for g in gts])
+
+
+def breakdown_counts(
+    localised: Sequence[bool], group_localised: Sequence[bool], n_gt_boxes: Sequence[int]
+) -> dict[str, float | int | None]:
+    """:func:`instance_breakdown`'s numbers from per-image outcomes (each image: box matched some GT box; box
+    matched the union of its GT boxes; how many GT boxes it has)."""
+    ok = np.asarray(localised, bool).reshape(-1)
+    group = np.asarray(group_localised, bool).reshape(-1)
+    n = np.asarray(n_gt_boxes, np.int64).reshape(-1)
+    if not (len(ok) == len(group) == len(n)):
+        fail("n_gt_boxes", f"one entry per image ({len(ok)})", f"{len(group)} and {len(n)} entries")
+    multi = n > 1
+
+    def frac(v: np.ndarray) -> float | None:
+        return float(v.mean()) if v.size else None
+
+    return {
+        "single_box_images": int((~multi).sum()),
+        "multi_box_images": int(multi.sum()),
+        "gt_known_loc_single_box": frac(ok[~multi]),
+        "gt_known_loc_multi_box": frac(ok[multi]),
+        "group_loc_multi_box": frac(group[multi]),
+        "multi_box_share_of_misses": frac(multi[~ok]),
+    }
