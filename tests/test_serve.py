@@ -75,7 +75,10 @@ def test_health(client: TestClient) -> None:
     assert r.status_code == 200
     body = r.json()
     assert body["status"] == "ok" and body["models"] == ["lite0"] and body["default_model"] == "lite0"
-    assert body["methods"] == ["cam"] and body["max_upload_mb"] == 1.0
+    from camloc.methods import list_methods
+
+    assert body["methods"] == [n for n, _ in list_methods()] and {"cam", "best", "affinity"} <= set(body["methods"])
+    assert body["max_upload_mb"] == 1.0 and body["calibration"] is None
 
 
 def test_classes(client: TestClient) -> None:
@@ -103,6 +106,67 @@ def test_explain_equals_camloc_explain(engine: Engine, coffee: dict) -> None:
     assert coffee["network_size"] == [224, 224] and coffee["map_size"] == [7, 7]
     assert coffee["extent"] == [0.0, 0.0, 600.0, 400.0]  # lite0 resizes the whole photo
     assert len(coffee["hash"]) == 64 and coffee["map_url"].startswith(f"/api/map/{coffee['hash']}/")
+
+
+def test_explain_with_a_map_method_equals_camloc_explain(engine: Engine, client: TestClient) -> None:
+    """`method=affinity` (with arguments) gives `camloc explain --method affinity`'s classes and boxes; its map
+    endpoint returns that method's map of any class (run again on the cached input)."""
+    import torch
+
+    from camloc.explain import explain_images
+    from camloc.methods import get_method
+
+    model, info = engine.get_model("lite0")
+    margs = {"iters": "2", "layer": "blocks.3"}
+    [ref] = list(explain_images([ASSETS / "coffee.jpg"], model, info, topk=3, method="affinity", method_args=margs))
+    want = ref.result.to_dict()
+    r = client.post("/api/explain", files={"file": ("coffee.jpg", COFFEE)},
+                    data={"method": "affinity", "method_args": "iters=2; layer=blocks.3", "topk": "3"})  # fmt: skip
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert got["method"] == "affinity" and got["method_args"] == {"iters": "2", "layer": "blocks.3"}
+    assert got["calibrated"] is False and got["box_rule"] == "largest component, threshold 0.2 of the max"
+    assert [c["class_idx"] for c in got["topk"]] == [c["class_idx"] for c in want["topk"]]
+    for g, e in zip(got["topk"], want["topk"]):
+        assert g["prob"] == pytest.approx(e["prob"], abs=1e-5) and g["box"] == pytest.approx(e["box"], abs=0.02)
+    assert got["map_size"] == [21, 21]  # the grid of blocks.3 (stride 16) on the 1.5x input (336 px)
+    assert "method=affinity" in got["map_url"] and "method_args=" in got["map_url"]
+    # the map of another class, from the method itself
+    url = got["map_url"].replace("{class_idx}", "504") + "&format=json"
+    m = client.get(url)
+    assert m.status_code == 200, m.text
+    cm = m.json()
+    producer = get_method("affinity", model, info, iters=2, layer="blocks.3")
+    x = engine._get("lite0").pipeline(COFFEE).tensor[None]
+    exp = producer(x, classes=torch.tensor([[504]])).maps[0, 0].numpy()
+    assert cm["shape"] == list(exp.shape)
+    np.testing.assert_allclose(np.array(cm["data"]).reshape(exp.shape), exp, atol=1e-5)
+    # an upload explained with cam only has no affinity entry under other arguments
+    other = client.get(f"/api/map/{got['hash']}/504?method=affinity&method_args=iters%3D3")
+    assert other.status_code == 404 and "method 'affinity'" in other.json()["error"]
+
+
+def test_calibration_applies_to_its_method_only(engine: Engine) -> None:
+    from camloc.boxes import BoxRule
+    from camloc.calibrate import Calibration
+    from camloc.explain import explain_images
+
+    model, info = engine.get_model("lite0")
+    rule = BoxRule(rule="mass", threshold=0.55)
+    cal = Calibration(rule=rule, method="cam")
+    e = Engine([ModelSource.parse("lite0")], cache_size=4, calibration=cal)
+    e._models["lite0"] = engine._get("lite0")  # share the loaded model
+    got = e.explain(COFFEE, filename="coffee.jpg", topk=3, overlay=False)
+    [ref] = list(explain_images([ASSETS / "coffee.jpg"], model, info, topk=3, calibration=cal))
+    assert got["calibrated"] is True and got["box_rule"] == rule.describe()
+    for g, w in zip(got["topk"], ref.result.to_dict()["topk"]):
+        assert g["box"] == pytest.approx(w["box"], abs=0.02)
+    paper = engine.explain(COFFEE, filename="coffee.jpg", topk=3, overlay=False)
+    assert got["topk"][0]["box"] != pytest.approx(paper["topk"][0]["box"], abs=1.0)  # the rule changed the box
+    other = e.explain(COFFEE, filename="coffee.jpg", topk=3, method="best", overlay=False)
+    assert other["calibrated"] is False  # fitted on cam's maps: not applied to another method's
+    health = TestClient(create_app(e)).get("/api/health").json()
+    assert health["calibration"] == {"method": "cam", "method_args": {}, "box_rule": rule.describe()}
 
 
 def test_overlay_png_is_the_photo_at_display_size(coffee: dict) -> None:
@@ -218,7 +282,10 @@ def _post(client: TestClient, payload: bytes, name: str = "x.jpg", **data: str):
         (b"", {}, 422, "empty"),
         (_png_header_only(12_000, 12_000), {}, 400, "decompression bomb"),  # over camloc's max_pixels (2**27)
         (_png_header_only(30_000, 30_000), {}, 400, "MAX_IMAGE_PIXELS"),  # over PIL's own hard limit
-        (COFFEE, {"method": "gradcam"}, 422, "`method` must be one of ['cam']"),
+        (COFFEE, {"method": "nope"}, 422, "`method` must be one of ['cam', "),
+        (COFFEE, {"method": "affinity", "method_args": "beta=-1"}, 422, "`method_args`"),
+        (COFFEE, {"method": "affinity", "method_args": "zeta=1"}, 422, "`method_args`"),
+        (COFFEE, {"method": "affinity", "method_args": "beta"}, 422, "`method_args`"),
         (COFFEE, {"topk": "0"}, 422, "`topk`"),
         (COFFEE, {"topk": "many"}, 422, "`topk`"),
         (COFFEE, {"threshold": "1.5"}, 422, "`threshold`"),
@@ -342,7 +409,7 @@ def test_engine_and_app_argument_errors(engine: Engine) -> None:
     with pytest.raises(CamlocError, match="`workers`"):
         create_app(engine, workers=0)
     with pytest.raises(CamlocError, match="`method`"):
-        create_app(engine, default_method="gradcam")
+        create_app(engine, default_method="nope")
     assert ModelSource.from_checkpoint("runs/best.pt").name == "best"
 
 
@@ -374,7 +441,7 @@ def test_help_lists_serve_without_importing_fastapi() -> None:
 def test_serve_argument_errors(capsys: pytest.CaptureFixture[str]) -> None:
     from camloc.cli import main
 
-    assert main(["serve", "--method", "gradcam"]) == 2
-    assert "`--method` must be one of ['cam']" in capsys.readouterr().err
+    assert main(["serve", "--method", "nope"]) == 2
+    assert "`--method` must be one of ['cam', " in capsys.readouterr().err
     assert main(["serve", "--workers", "0"]) == 2
     assert main(["serve", "--model", "no-such-model", "--port", "1"]) == 2  # fails while loading, before listening

@@ -7,12 +7,15 @@ Endpoints (errors are always JSON ``{"error": "..."}``; the server keeps serving
   "version"}``.
 * ``GET /api/classes?model=NAME`` -> ``{"model", "categories": [...]}`` (for the page's class search).
 * ``POST /api/explain`` multipart: ``file`` (the photo), optional ``model``, ``topk`` (5), ``threshold`` (0.2),
-  ``classes`` (comma-separated indices or names; replaces the top-k), ``method`` (``cam``) -> the
-  ``results.jsonl`` object of ``camloc explain`` (``path`` = the upload's file name) plus ``hash`` (sha256 of the
-  bytes), ``model``, ``method``, ``threshold``, ``network_size``, ``extent``, ``map_size``, ``map_url`` and
-  ``overlay_png`` (a ``data:image/png;base64`` URL: the first class's map and box over the photo).
-* ``GET /api/map/{hash}/{class_idx}?format=json|npy|png&model=NAME`` -> the raw map of any class of a recent
-  upload (from the cache, no new forward): ``json`` (raw ``float32 [h, w]`` at feature resolution with
+  ``classes`` (comma-separated indices or names; replaces the top-k), ``method`` (``cam``; any name of
+  ``camloc methods``, e.g. ``best``), ``method_args`` (``k=v;k=v``) -> the ``results.jsonl`` object of ``camloc
+  explain`` (``path`` = the upload's file name) plus ``hash`` (sha256 of the bytes), ``model``, ``method``,
+  ``method_args``, ``threshold``, ``box_rule`` and ``calibrated`` (the server's ``--calibration`` rule applies to
+  requests for its method), ``network_size``, ``extent``, ``map_size``, ``map_url`` and ``overlay_png`` (a
+  ``data:image/png;base64`` URL: the first class's map and box over the photo).
+* ``GET /api/map/{hash}/{class_idx}?format=json|npy|png&model=NAME&method=NAME&method_args=...`` -> the raw map
+  of any class of a recent upload (``cam``: from the cache, no new forward; other methods: run again on the
+  cached input for that class): ``json`` (raw ``float32 [h, w]`` at feature resolution with
   ``network_size`` and ``extent`` to threshold it client-side, see :mod:`camloc.serve.engine`), ``npy`` (the raw
   array) or ``png`` (8-bit grey: the map upsampled to the network input, normalised by its max).
 
@@ -225,6 +228,7 @@ def create_app(
             "default_model": engine.default_model,
             "methods": list(METHODS),
             "default_method": default_method,
+            "calibration": _calibration_info(engine.calibration),
             "max_upload_mb": max_upload_mb,
             "cached": engine.cached(),
             "version": __version__,
@@ -248,7 +252,8 @@ def create_app(
         classes: Annotated[
             str | None, Form(description="comma-separated class indices or names (replaces top-k)")
         ] = None,
-        method: Annotated[str, Form(description=f"one of {list(METHODS)}")] = "cam",
+        method: Annotated[str, Form(description="a map method of `camloc methods` (cam, best, affinity, ...)")] = "cam",
+        method_args: Annotated[str | None, Form(description="the method's parameters, 'k=v;k=v'")] = None,
     ) -> dict[str, Any]:
         """Explain one photo: top-k classes (or ``classes``) with boxes in original pixels and an overlay."""
         if method not in METHODS:
@@ -265,8 +270,16 @@ def create_app(
             threshold=threshold,
             classes=classes,
             method=method,
+            method_args=method_args,
         )
-        result["map_url"] = f"/api/map/{result['hash']}/{{class_idx}}?model={result['model']}"
+        from urllib.parse import urlencode
+
+        query = {"model": result["model"]}
+        if method != "cam" or method_args:
+            query["method"] = method
+            if method_args:
+                query["method_args"] = method_args
+        result["map_url"] = f"/api/map/{result['hash']}/{{class_idx}}?" + urlencode(query)
         return result
 
     @app.get("/api/map/{digest}/{class_idx}")
@@ -277,9 +290,11 @@ def create_app(
             Literal["json", "npy", "png"], Query(description="raw map as JSON, .npy or grey PNG")
         ] = "json",
         model: Annotated[str | None, Query(description="a served model (default: the first)")] = None,
+        method: Annotated[str, Query(description="the method the upload was explained with")] = "cam",
+        method_args: Annotated[str | None, Query(description="its parameters, 'k=v;k=v'")] = None,
     ) -> Response:
         """The raw map of any class of a recent upload (``digest`` = the ``hash`` from ``/api/explain``)."""
-        cm = await in_pool(engine.class_map, digest, class_idx, model=model)
+        cm = await in_pool(engine.class_map, digest, class_idx, model=model, method=method, method_args=method_args)
         if format == "json":
             return JSONResponse(cm.to_dict())
         if format == "npy":
@@ -293,6 +308,12 @@ def create_app(
         return Response(png, media_type="image/png")
 
     return _wrap(app, limit)
+
+
+def _calibration_info(cal: Any) -> dict[str, Any] | None:
+    if cal is None:
+        return None
+    return {"method": cal.method, "method_args": cal.method_args, "box_rule": cal.rule.describe()}
 
 
 def _wrap(app: FastAPI, limit: int) -> FastAPI:

@@ -22,8 +22,8 @@ import hashlib
 import io
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +41,16 @@ __all__ = [
     "parse_classes",
 ]
 
-#: Explanation methods the server offers (``method=`` of ``POST /api/explain``).
-METHODS: tuple[str, ...] = ("cam",)
+
+def _method_names() -> tuple[str, ...]:
+    from camloc.methods.registry import list_methods  # the table only: imports neither torch nor extras
+
+    return tuple(name for name, _ in list_methods())
+
+
+#: Explanation methods the server offers (``method=`` of ``POST /api/explain``): every method of
+#: ``camloc methods``, aliases (``best``) included.
+METHODS: tuple[str, ...] = _method_names()
 
 
 class UnknownUploadError(CamlocValueError):
@@ -76,14 +84,18 @@ class _Loaded:
     cam: Any
     pipeline: Any
     lock: threading.Lock | None  # the hook path (temporary forward hooks) is not re-entrant: one forward at a time
+    producers: dict[tuple[str, str], Any] = field(default_factory=dict)  # (method, its arguments) -> producer
+    method_lock: threading.Lock = field(default_factory=threading.Lock)  # map methods run one at a time
 
 
 @dataclass(frozen=True)
 class _Entry:
-    features: Any  # Tensor[K, h, w] float32 on cpu
+    features: Any  # Tensor[K, h, w] float32 on cpu (cam); for other methods the network input [3, H, W]
     probs: Any  # Tensor[C] float32 softmax
     geometry: Any
     filename: str
+    method: str = "cam"
+    method_args: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -174,6 +186,8 @@ class Engine:
             trunk features ``[K, h, w]`` (e.g. 1280 x 7 x 7 float32 = 250 kB for lite0).
         display_max_side: longest side of the overlay PNG returned by :meth:`explain`.
         max_pixels: decompression-bomb guard of the decoder.
+        calibration: a :class:`camloc.calibrate.Calibration` or its ``calib.json``: requests for its method (with
+            no method arguments, or its own) get boxes by its rule instead of the paper's at ``threshold``.
     """
 
     def __init__(
@@ -184,6 +198,7 @@ class Engine:
         cache_size: int = 64,
         display_max_side: int = 512,
         max_pixels: int | None = None,
+        calibration: Any = None,
     ) -> None:
         if not sources:
             fail("sources", "at least one model", sources)
@@ -198,9 +213,15 @@ class Engine:
         self.cache_size = cache_size
         self.display_max_side = display_max_side
         self.max_pixels = max_pixels
+        if calibration is not None:
+            from camloc.calibrate import Calibration, load_calibration
+
+            if not isinstance(calibration, Calibration):
+                calibration = load_calibration(calibration)
+        self.calibration = calibration
         self._models: dict[str, _Loaded] = {}
         self._load_lock = threading.Lock()
-        self._cache: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, str, str, Any], _Entry] = OrderedDict()
         self._cache_lock = threading.Lock()
 
     @property
@@ -274,14 +295,18 @@ class Engine:
         threshold: float = 0.2,
         classes: str | Sequence[int | str] | None = None,
         method: str = "cam",
+        method_args: str | Mapping[str, Any] | None = None,
         overlay: bool = True,
     ) -> dict[str, Any]:
         """One upload -> the ``results.jsonl`` object of ``camloc explain`` plus serving fields.
 
         Returns ``{"path", "width", "height", "topk": [{"rank", "class_idx", "name", "prob", "box"}], "hash",
-        "model", "method", "threshold", "network_size", "extent", "map_size", "overlay_png"}``; ``classes`` (indices
-        or names) replaces the top-``topk`` classes; ``overlay_png`` is a ``data:image/png;base64`` URL of the
-        first class's map over the photo (longest side ``display_max_side``) with its box, or None.
+        "model", "method", "method_args", "threshold", "box_rule", "calibrated", "network_size", "extent",
+        "map_size", "overlay_png"}``; ``classes`` (indices or names) replaces the top-``topk`` classes;
+        ``method`` is any name of ``camloc methods`` with ``method_args`` (``"k=v;k=v"`` or a mapping);
+        ``overlay_png`` is a ``data:image/png;base64`` URL of the first class's map over the photo (longest side
+        ``display_max_side``) with its box, or None. Boxes follow the calibration's rule when it applies
+        (``calibrated``), else the paper's largest component at ``threshold``; ``box_rule`` says which.
         Raises :class:`~camloc.errors.ImageLoadError` for bytes that do not decode and
         :class:`~camloc.errors.CamlocValueError` for bad parameters.
         """
@@ -292,8 +317,7 @@ class Engine:
         from camloc.localization import localize
 
         name = self.model_name(model)
-        if method not in METHODS:
-            fail("method", f"one of {list(METHODS)}", method)
+        margs = self._method_args(method, method_args)
         check_number("topk", topk, low=1, integer=True)
         check_number("threshold", threshold, low=0.0, high=1.0)
         if not isinstance(data, bytes | bytearray) or not data:
@@ -302,17 +326,30 @@ class Engine:
         wanted = parse_classes(classes, m.info.categories)
         if wanted is None:
             topk = min(topk, m.info.num_classes)
+        rule = self._rule(method, margs)
         item = m.pipeline(bytes(data))
         digest = hashlib.sha256(data).hexdigest()
         x = item.tensor[None].to(self.device)
-        with torch.no_grad(), m.lock or _NULL:
-            feats, logits = m.cam.forward(x)
-            probs = logits.float().softmax(dim=1)[0]
-            cls = probs.topk(topk).indices if wanted is None else torch.tensor(wanted, device=probs.device)
-            maps = m.cam.maps(feats, cls[None]).float()
+        with torch.no_grad():
+            if method == "cam" and not margs:
+                with m.lock or _NULL:
+                    feats, logits = m.cam.forward(x)
+                    probs = logits.float().softmax(dim=1)[0]
+                    cls = probs.topk(topk).indices if wanted is None else torch.tensor(wanted, device=probs.device)
+                    maps = m.cam.maps(feats, cls[None]).float()
+                kept = feats[0].float().cpu()
+            else:
+                producer = self._producer(m, method, margs)
+                with m.method_lock:
+                    want = None if wanted is None else torch.tensor([wanted], device=x.device)
+                    out = producer(x, classes=want, topk=topk)
+                probs = out.logits.float().softmax(dim=1)[0]
+                cls, maps = out.classes[0], out.maps.float()
+                kept = x[0].float().cpu()
         net = (int(x.shape[2]), int(x.shape[3]))
-        loc = localize(upsample_maps(maps, net), threshold=threshold)
-        boxes = item.geometry.map_boxes(loc.boxes[0].cpu().numpy(), "network", "original").tolist()
+        up = upsample_maps(maps, net)
+        net_boxes = localize(up, threshold=threshold).boxes[0].cpu().numpy() if rule is None else rule.boxes(up)[0]
+        boxes = item.geometry.map_boxes(net_boxes, "network", "original").tolist()
         cls_l = cls.cpu().tolist()
         tk = tuple(
             ClassBox(r + 1, c, m.info.categories[c], float(probs[c]), tuple(float(v) for v in b))  # type: ignore[arg-type]
@@ -320,13 +357,17 @@ class Engine:
         )
         result = ImageResult(Path(filename), item.original_size, tk).to_dict()
         result["path"] = filename  # the upload's name as sent (no path normalisation)
-        self._remember(digest, name, _Entry(feats[0].float().cpu(), probs.cpu(), item.geometry, filename))
+        key = _args_key(margs)
+        self._remember((digest, name, method, key), _Entry(kept, probs.cpu(), item.geometry, filename, method, key))
         extent = self._extent(item.geometry, net)
         result.update(
             hash=digest,
             model=name,
             method=method,
+            method_args={k: _plain(v) for k, v in margs.items()},
             threshold=threshold,
+            box_rule=rule.describe() if rule is not None else f"largest component, threshold {threshold:g} of the max",
+            calibrated=rule is not None,
             network_size=list(net),
             map_size=[int(maps.shape[2]), int(maps.shape[3])],
             extent=[round(v, 4) for v in extent],
@@ -336,6 +377,49 @@ class Engine:
             norm = normalize_maps(maps[0, :1], mode="max")[0].cpu().numpy()
             result["overlay_png"] = self._overlay(item, norm, tk[0])
         return result
+
+    def _method_args(self, method: str, method_args: str | Mapping[str, Any] | None) -> dict[str, Any]:
+        """The request's method arguments, checked (errors name ``method`` / ``method_args``); a request for the
+        calibration's method without arguments gets the calibration's."""
+        from camloc.methods.registry import parse_method_args, resolve_method
+
+        if isinstance(method_args, str):
+            margs: dict[str, Any] = parse_method_args([a for a in method_args.split(";") if a.strip()],
+                                                      option="method_args")  # fmt: skip
+        elif method_args is None:
+            margs = {}
+        elif isinstance(method_args, Mapping):
+            margs = dict(method_args)
+        else:
+            fail("method_args", "'k=v;k=v' or a mapping", method_args, type_error=True)
+        if not isinstance(method, str) or method not in METHODS:
+            fail("method", f"one of {list(METHODS)}", method)
+        cal = self.calibration
+        if not margs and cal is not None and method == cal.method:
+            margs = dict(cal.method_args)
+        resolve_method(method, margs, names=("method", "method_args"))
+        return margs
+
+    def _rule(self, method: str, margs: Mapping[str, Any]) -> Any:
+        """The calibration's box rule when the request is for its method with its arguments, else None."""
+        from camloc.methods.registry import resolve_method
+
+        cal = self.calibration
+        if cal is None or method != cal.method:
+            return None
+        same = resolve_method(method, margs)[1] == resolve_method(cal.method, cal.method_args)[1]
+        return cal.rule if same else None
+
+    def _producer(self, m: _Loaded, method: str, margs: Mapping[str, Any]) -> Any:
+        """The map method bound to a served model, built once per (method, arguments)."""
+        from camloc.methods import get_method
+
+        key = (method, repr(_args_key(margs)))
+        with m.method_lock:
+            producer = m.producers.get(key)
+            if producer is None:
+                producer = m.producers[key] = get_method(method, m.model, m.info, **dict(margs))
+        return producer
 
     def _overlay(self, item: Any, norm_map: np.ndarray, top: Any) -> str:
         from PIL import Image
@@ -362,10 +446,10 @@ class Engine:
         return (float(r[0]), float(r[1]), float(r[2]), float(r[3]))
 
     # ------------------------------------------------------------------------------------------------ cache
-    def _remember(self, digest: str, model: str, entry: _Entry) -> None:
+    def _remember(self, key: tuple[str, str, str, Any], entry: _Entry) -> None:
         with self._cache_lock:
-            self._cache[(digest, model)] = entry
-            self._cache.move_to_end((digest, model))
+            self._cache[key] = entry
+            self._cache.move_to_end(key)
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
 
@@ -374,30 +458,49 @@ class Engine:
         with self._cache_lock:
             return len(self._cache)
 
-    def class_map(self, digest: str, class_idx: int, *, model: str | None = None) -> ClassMap:
-        """The raw map of ``class_idx`` for a cached upload (no new forward: the head on the cached features).
+    def class_map(
+        self,
+        digest: str,
+        class_idx: int,
+        *,
+        model: str | None = None,
+        method: str = "cam",
+        method_args: str | Mapping[str, Any] | None = None,
+    ) -> ClassMap:
+        """The raw map of ``class_idx`` for a cached upload explained with ``method`` (and ``method_args``):
+        for ``cam`` no new forward (the head on the cached features); other methods run again on the cached
+        network input, for that class only.
 
         Raises :class:`UnknownUploadError` when ``digest`` (the ``hash`` of :meth:`explain`) is not cached for
-        ``model``, and :class:`~camloc.errors.CamlocValueError` for a class index out of range.
+        ``model`` and that method, and :class:`~camloc.errors.CamlocValueError` for a class index out of range.
         """
         import torch
 
         name = self.model_name(model)
+        margs = self._method_args(method, method_args)
+        key = (digest, name, method, _args_key(margs))
         with self._cache_lock:
-            entry = self._cache.get((digest, name))
+            entry = self._cache.get(key)
             if entry is not None:
-                self._cache.move_to_end((digest, name))
+                self._cache.move_to_end(key)
         if entry is None:
             raise UnknownUploadError(
-                f"`hash` must name a recent upload explained with model {name!r}; got {digest!r} "
-                f"(not in the cache of the last {self.cache_size}; POST it to /api/explain again)"
+                f"`hash` must name a recent upload explained with model {name!r} and method {method!r}; got "
+                f"{digest!r} (not in the cache of the last {self.cache_size}; POST it to /api/explain again)"
             )
         m = self._get(name)
         c = m.info.num_classes
         if isinstance(class_idx, bool) or not isinstance(class_idx, int) or not 0 <= class_idx < c:
             fail("class_idx", f"a class index in [0, {c})", class_idx)
-        with torch.no_grad(), m.lock or _NULL:
-            raw = m.cam.maps(entry.features[None].to(self.device), torch.tensor([[class_idx]], device=self.device))
+        want = torch.tensor([[class_idx]], device=self.device)
+        with torch.no_grad():
+            if method == "cam" and not margs:
+                with m.lock or _NULL:
+                    raw = m.cam.maps(entry.features[None].to(self.device), want)
+            else:
+                producer = self._producer(m, method, margs)
+                with m.method_lock:
+                    raw = producer(entry.features[None].to(self.device), classes=want).maps
         raw_np = np.ascontiguousarray(raw[0, 0].float().cpu().numpy(), dtype=np.float32)
         w, h = entry.geometry.crop_size
         return ClassMap(
@@ -409,6 +512,16 @@ class Engine:
             extent=self._extent(entry.geometry, (h, w)),
             image_size=entry.geometry.image_size,
         )
+
+
+def _args_key(margs: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """Method arguments as a hashable, order-free key."""
+    return tuple(sorted((str(k), repr(v)) for k, v in margs.items()))
+
+
+def _plain(v: Any) -> Any:
+    """A method argument as JSON (tuples become lists)."""
+    return list(v) if isinstance(v, tuple) else v
 
 
 class _Null:

@@ -192,7 +192,7 @@ async function selectClass(classIdx) {
 async function mapOf(photo, classIdx) {
   if (!photo.maps.has(classIdx)) {
     const r = photo.result;
-    const url = `/api/map/${r.hash}/${classIdx}?format=json&model=${encodeURIComponent(r.model)}`;
+    const url = r.map_url.replace("{class_idx}", String(classIdx)) + "&format=json";  // model, method and its arguments
     photo.maps.set(classIdx, await getJSON(url));
   }
   const m = photo.maps.get(classIdx);
