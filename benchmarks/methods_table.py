@@ -12,6 +12,11 @@ classes, batch ``--time-batch``) measured on one fixed batch, all configurations
 (the median over ``--rounds`` rounds), so load from other processes hits them alike; decoding and metric code
 are excluded. ``x cam`` is that time over cam's. Slow configurations (``scorecam``) are evaluated on the first
 ``--slow-limit`` images only; their rows say so. Prints a markdown table (and writes JSON with ``--out``).
+
+``--calibrate N``: the same single pass per configuration also runs ``camloc calibrate --holdout N``
+(``camloc.calibrate.calibrate_samples``): every image is scored by a box rule chosen on the other folds (images
+``index % N``), and the table gains the held-out top-1 loc / GT-known of that auto-chosen rule and the ceiling
+(the best threshold of each image, boxes known). ``--breakdown`` adds GT-known on single- / multi-box images.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "eigencam": ("eigencam", {}),
     "scorecam": ("scorecam", {}),
     "affinity": ("affinity", {}),
+    "affinity blocks.3": ("affinity", {"layer": "blocks.3"}),  # the Lite models' first stride-16 stage
     "multiscale 1-2x": ("multiscale", {"scales": (1.0, 1.5, 2.0), "norm": "max", "logits": "input"}),
     "best": ("best", {}),
 }
@@ -89,8 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--time-batch", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--calibrate", type=int, default=0, metavar="N", help="also held-out calibration over N folds")
+    ap.add_argument("--breakdown", action="store_true", help="also GT-known on single- / multi-box images")
     a = ap.parse_args(argv)
 
+    from camloc.calibrate import calibrate_samples
     from camloc.data.annotations import read_dataset
     from camloc.evaluate import _pipeline, evaluate_samples
     from camloc.methods import get_method
@@ -126,23 +135,46 @@ def main(argv: list[str] | None = None) -> int:
     for label, p in producers.items():
         subset = samples[: a.slow_limit] if label in SLOW else samples
         t0 = time.perf_counter()
-        res = evaluate_samples(subset, model, info, method=p, batch_size=a.batch_size, workers=0)
-        print(f"{label}: {time.perf_counter() - t0:.1f}s {res.metrics}", file=sys.stderr, flush=True)
+        held: dict[str, Any] = {}
+        if a.calibrate:
+            calib, res = calibrate_samples(subset, model, info, method=p, holdout_folds=a.calibrate,
+                                           batch_size=a.batch_size, workers=0)  # fmt: skip
+            ho = calib.holdout or {}
+            held = {"auto": ho.get("auto"), "chosen": [c["candidate"] for c in ho.get("chosen", [])],
+                    "ceiling": (ho.get("oracle") or {}).get("largest")}  # fmt: skip
+        else:
+            res = evaluate_samples(subset, model, info, method=p, batch_size=a.batch_size, workers=0)
+        print(f"{label}: {time.perf_counter() - t0:.1f}s {res.metrics} {held}", file=sys.stderr, flush=True)
         name, args = configs[label]
         rows.append({"label": label, "method": name, "args": args, "images": res.n_box_images,
-                     "metrics": res.metrics, "seconds_per_image": per_image[label]})  # fmt: skip
+                     "metrics": res.metrics, "seconds_per_image": per_image[label], "holdout": held,
+                     "breakdown": res.breakdown})  # fmt: skip
 
     cam_t = per_image.get("cam")
     print(f"\n{a.model} on {a.data} ({len(samples)} images; paper protocol, fixed threshold 0.2)\n")
-    head = "| method | args | images | " + " | ".join(c for _, c in COLUMNS) + " | ms / image | x cam |"
+    extra = []
+    if a.calibrate:
+        extra += [f"held-out calibrated ({a.calibrate} folds) top-1 loc / GT-known", "ceiling"]
+    if a.breakdown:
+        extra += ["GT-known 1 box / several"]
+    head = "| method | args | images | " + " | ".join([c for _, c in COLUMNS] + extra) + " | ms / image | x cam |"
     print(head)
-    print("|" + "---|" * 3 + "---:|" * (len(COLUMNS) + 2))
+    print("|" + "---|" * 3 + "---:|" * (len(COLUMNS) + len(extra) + 2))
     for row in rows:
         m = row["metrics"]
-        vals = " | ".join(f"{100 * m[k]:.1f}" if k in m else "-" for k, _ in COLUMNS)
+        vals = [f"{100 * m[k]:.1f}" if k in m else "-" for k, _ in COLUMNS]
+        if a.calibrate:
+            auto, ceil = row["holdout"].get("auto"), row["holdout"].get("ceiling")
+            vals.append("-" if not auto else f"{100 * auto['top1_loc']:.1f} / {100 * auto['gt_known_loc']:.1f}")
+            vals.append("-" if ceil is None else f"{100 * ceil:.1f}")
+        if a.breakdown:
+            b = row["breakdown"] or {}
+            one, many = b.get("gt_known_loc_single_box"), b.get("gt_known_loc_multi_box")
+            vals.append(" / ".join("-" if v is None else f"{100 * v:.1f}" for v in (one, many)))
         t = row["seconds_per_image"]
         ratio = f"{t / cam_t:.2f}" if cam_t else "-"
-        print(f"| {row['label']} | {_args_text(row['args'])} | {row['images']} | {vals} | {1000 * t:.0f} | {ratio} |")
+        print(f"| {row['label']} | {_args_text(row['args'])} | {row['images']} | {' | '.join(vals)} "
+              f"| {1000 * t:.0f} | {ratio} |")  # fmt: skip
     if a.out is not None:
         a.out.write_text(json.dumps({"model": a.model, "data": str(a.data), "rows": rows}, indent=1, default=str))
     return 0
