@@ -290,3 +290,64 @@ def test_cli_explain_and_evaluate_modern_architectures_from_local_weights(spec: 
     assert code == 0
     doc = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert doc["images"] == 2 and 0.0 <= doc["metrics"]["gt_known_loc"] <= 1.0
+
+
+def _tiny_layout(root: Path, wnids: list[str]) -> None:
+    """A Tiny-ImageNet folder (wnids.txt, val/val_annotations.txt) of 64 px copies of the bundled coffee photo."""
+    import camloc
+
+    photo = Image.open(Path(camloc.__file__).parent / "assets" / "coffee.jpg").convert("RGB")
+    photo = photo.crop((100, 0, 500, 400)).resize((64, 64))  # the cup, square
+    (root / "val" / "images").mkdir(parents=True)
+    (root / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    rows = []
+    for i, w in enumerate(wnids):
+        photo.save(root / "val" / "images" / f"val_{i}.JPEG")
+        rows.append(f"val_{i}.JPEG\t{w}\t8\t4\t56\t60")
+    (root / "val" / "val_annotations.txt").write_text("\n".join(rows) + "\n")
+
+
+def test_tiny_imagenet_folder_gets_imagenet_indices_for_an_imagenet_classifier(tmp_path: Path, capsys):
+    """wnids.txt order would call espresso class 0 (tench) for an ImageNet-1k model: evaluate and calibrate map
+    Tiny-ImageNet's wnids to ImageNet-1k indices for such a model, keep the folder's order for others, and take
+    an explicit --classes."""
+    from camloc.cli import main
+
+    root = tmp_path / "tiny"
+    _tiny_layout(root, ["n07920052", "n03063599"])  # espresso (967), coffee mug (504)
+    out = tmp_path / "ev"
+    assert main(["evaluate", str(root), "--model", "lite0", "--out", str(out), "--quiet", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    recs = [json.loads(line) for line in (out / "per_image.jsonl").read_text().splitlines()]
+    assert [r["true_class"] for r in recs] == [967, 504]
+    assert doc["metrics"]["top1_cls"] == np.mean([r["top1_class"] == r["true_class"] for r in recs])
+    cal = tmp_path / "calib.json"
+    assert main(["calibrate", str(root), "--model", "lite0", "--out", str(cal), "--quiet", "--folds", "2"]) == 0
+    from camloc.calibrate import sample_key
+
+    keys = [sample_key(Sample(f"val_{i}", root / "val" / "images" / f"val_{i}.JPEG", c, np.zeros((1, 4))))
+            for i, c in enumerate((967, 504))]  # fmt: skip
+    assert sorted(json.loads(cal.read_text())["image_keys"]) == sorted(keys)  # keys hash file name and class
+    # an explicit class order wins (here: the folder's own wnids.txt)
+    assert main(["evaluate", str(root), "--model", "lite0", "--classes", str(root / "wnids.txt"),
+                 "--out", str(tmp_path / "own"), "--quiet"]) == 0  # fmt: skip
+    own = [json.loads(line) for line in (tmp_path / "own" / "per_image.jsonl").read_text().splitlines()]
+    assert [r["true_class"] for r in own] == [0, 1]
+
+
+def test_tiny_imagenet_folder_keeps_its_order_for_other_classifiers(tmp_path: Path):
+    from camloc.cli_evaluate import is_imagenet_classifier, reader_classes
+
+    root = tmp_path / "tiny"
+    _tiny_layout(root, ["n07920052", "n03063599"])
+    import argparse
+
+    args = argparse.Namespace(data=root, format="auto", classes=None)
+    assert reader_classes(args, INFO) == {} and not is_imagenet_classifier(INFO)  # a 2-class model: wnids.txt
+    from camloc.models.registry import create_model
+
+    _, info = create_model("lite0")
+    assert reader_classes(args, info)["classes"][967] == "n07920052"
+    csv = tmp_path / "l.csv"
+    csv.write_text("file,class_idx,x0,y0,x1,y1\n")
+    assert reader_classes(argparse.Namespace(data=csv, format="csv", classes=None), info) == {}  # not Tiny-ImageNet

@@ -22,11 +22,12 @@ def register(p: argparse.ArgumentParser) -> None:
     from camloc.boxes import RULES, THRESHOLD_MODES
     from camloc.calibrate import OBJECTIVES
     from camloc.cli import _model_args
-    from camloc.cli_evaluate import FORMAT_CHOICES
+    from camloc.cli_evaluate import FORMAT_CHOICES, add_classes_arg
 
     p.add_argument("data", type=Path, metavar="DATA", help="annotated data set (as for camloc evaluate)")
     p.add_argument("--format", default="auto", choices=FORMAT_CHOICES)
     p.add_argument("--split", default=None, help="data-set split where the format has several")
+    add_classes_arg(p)
     _model_args(p)
     p.add_argument("--protocol", default="paper", choices=("paper", "wsolevaluation"))
     p.add_argument("--method", default="cam", help="map method whose boxes are calibrated (default: cam)")
@@ -139,14 +140,15 @@ def calibration_record(calib: Any, path: Path, samples: list[Any]) -> dict[str, 
     return rec
 
 
-def _read_samples(args: argparse.Namespace) -> tuple[list[Any], Any]:
-    from camloc.cli_evaluate import _format_name
+def _read_samples(args: argparse.Namespace, info: Any = None) -> tuple[list[Any], Any]:
+    from camloc.cli_evaluate import _format_name, reader_classes
     from camloc.data.annotations import read_dataset
     from camloc.errors import CamlocError
 
     if args.limit is not None and args.limit < 1:
         raise CamlocError(f"`--limit` must be >= 1; got {args.limit}")
     kw: dict[str, Any] = {} if args.split is None else {"split": args.split}
+    kw.update(reader_classes(args, info))
     ds = read_dataset(args.data, format=_format_name(args.format), **kw)
     samples = list(ds.samples)[: args.limit] if args.limit else list(ds.samples)
     if not samples:
@@ -177,8 +179,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if args.holdout is not None and args.holdout < 2:
         raise CamlocError(f"`--holdout` must be >= 2; got {args.holdout}")
     method_args = parse_method_args(args.method_arg)
-    samples, ds = _read_samples(args)
     model, info = load_model_from_args(args)
+    samples, ds = _read_samples(args, info)
     calib, res = calibrate_samples(
         samples, model, info, protocol=args.protocol, method=args.method, method_args=method_args,
         objective=args.objective, rules=rules, threshold_modes=modes, folds=args.folds, holdout_folds=args.holdout,

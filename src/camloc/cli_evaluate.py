@@ -23,6 +23,7 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", type=Path, metavar="DATA", help="annotated data set (folder or annotation file)")
     p.add_argument("--format", default="auto", choices=FORMAT_CHOICES)
     p.add_argument("--split", default=None, help="data-set split where the format has several")
+    add_classes_arg(p)
     p.add_argument(
         "--class-map",
         type=Path,
@@ -117,6 +118,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         kw.update(classes=info.categories, class_map=args.class_map)
     elif getattr(args, "class_map", None) is not None:
         raise CamlocError("`--class-map` must be used with COCO annotations (--format coco)")
+    if needs_model_for_classes(args) and model is None:
+        model, info = load_model_from_args(args)
+    kw.update(reader_classes(args, info))
     ds = read_dataset(args.data, format=_format_name(args.format), **kw)
     samples = list(ds.samples)[: args.limit] if args.limit else list(ds.samples)
     if not samples:
@@ -218,6 +222,49 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for f in res.failures:
         print(f"camloc: skipped {f['path']}: {f['error']}", file=sys.stderr)
     return 1 if res.failures else 0
+
+
+def add_classes_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--classes",
+        type=Path,
+        default=None,
+        metavar="LABELS",
+        help="class order of the annotations (a labels file: 'wnid name' or one key per line); default: the reader's "
+        "own, but the ImageNet-1k wnids for a Tiny-ImageNet folder with an ImageNet-1k classifier",
+    )
+
+
+def _resolved_format(args: argparse.Namespace) -> str:
+    from camloc.data.annotations import detect_format
+
+    fmt = _format_name(args.format)
+    return detect_format(args.data) if fmt == "auto" else fmt
+
+
+def is_imagenet_classifier(info: Any) -> bool:
+    """True when ``info`` names the 1000 ImageNet-1k classes in the standard order (the zoo's classifiers)."""
+    from camloc.models.imagenet import imagenet_categories
+
+    return int(info.num_classes) == 1000 and tuple(info.categories) == imagenet_categories()
+
+
+def needs_model_for_classes(args: argparse.Namespace) -> bool:
+    """Whether the class order of ``DATA`` depends on the model (so load it before reading the annotations)."""
+    return getattr(args, "classes", None) is None and _resolved_format(args) == "tiny_imagenet"
+
+
+def reader_classes(args: argparse.Namespace, info: Any) -> dict[str, Any]:
+    """The readers' ``classes=`` option: ``--classes``, or the ImageNet-1k wnids when a Tiny-ImageNet folder is
+    read for an ImageNet-1k classifier (its own ``wnids.txt`` order would name the model's first 200 classes:
+    every Tiny-ImageNet class is an ImageNet-1k synset)."""
+    if getattr(args, "classes", None) is not None:
+        return {"classes": str(args.classes)}
+    if info is not None and _resolved_format(args) == "tiny_imagenet" and is_imagenet_classifier(info):
+        from camloc.models.imagenet import imagenet_wnids
+
+        return {"classes": list(imagenet_wnids())}
+    return {}
 
 
 def _is_coco(args: argparse.Namespace) -> bool:
