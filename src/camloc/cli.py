@@ -31,7 +31,8 @@ BOX_CONVENTION = (
 )
 
 
-def _model_args(p: argparse.ArgumentParser) -> None:
+def model_source_args(p: argparse.ArgumentParser) -> None:
+    """``--model``, ``--weights``, ``--checkpoint``: which network (shared by every command that loads one)."""
     p.add_argument(
         "--model",
         default="lite0",
@@ -39,6 +40,10 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--weights", type=Path, help="local weights file for --model (never downloaded)")
     p.add_argument("--checkpoint", type=Path, help="a camloc training checkpoint (overrides --model/--weights)")
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    model_source_args(p)
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument(

@@ -43,13 +43,9 @@ def _size(text: str) -> tuple[int, int]:
 
 def register(p: argparse.ArgumentParser) -> None:
     """Fill the ``camloc export`` sub-parser (the CLI's command table calls this; see :mod:`camloc.cli`)."""
-    p.add_argument(
-        "--model",
-        default="lite0",
-        help="lite0 | lite1 | lite2 | a registered name | timm:NAME | torchvision:NAME (default: lite0)",
-    )
-    p.add_argument("--weights", type=Path, help="local weights file for --model (never downloaded)")
-    p.add_argument("--checkpoint", type=Path, help="a camloc training checkpoint (overrides --model/--weights)")
+    from camloc.cli import model_source_args
+
+    model_source_args(p)
     p.add_argument("--format", default="onnx", choices=("onnx",), help="export format (default onnx)")
     p.add_argument("--topk", type=int, default=5, help="K: classes per image whose maps the graph outputs")
     p.add_argument("--out", type=Path, default=Path("model.onnx"), help="output file (default model.onnx)")
