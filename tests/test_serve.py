@@ -141,7 +141,10 @@ def test_explain_with_a_map_method_equals_camloc_explain(engine: Engine, client:
     exp = producer(x, classes=torch.tensor([[504]])).maps[0, 0].numpy()
     assert cm["shape"] == list(exp.shape)
     np.testing.assert_allclose(np.array(cm["data"]).reshape(exp.shape), exp, atol=1e-5)
-    # an upload explained with cam only has no affinity entry under other arguments
+    # the same arguments in another order and spelling name the same cached entry
+    again = engine.class_map(got["hash"], 504, method="affinity", method_args={"layer": "blocks.3", "iters": 2})
+    np.testing.assert_allclose(again.raw, np.array(cm["data"]).reshape(exp.shape), atol=1e-6)  # JSON: 6 digits
+    # other arguments of the method were never explained for this upload
     other = client.get(f"/api/map/{got['hash']}/504?method=affinity&method_args=iters%3D3")
     assert other.status_code == 404 and "method 'affinity'" in other.json()["error"]
 

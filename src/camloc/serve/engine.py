@@ -84,7 +84,7 @@ class _Loaded:
     cam: Any
     pipeline: Any
     lock: threading.Lock | None  # the hook path (temporary forward hooks) is not re-entrant: one forward at a time
-    producers: dict[tuple[str, str], Any] = field(default_factory=dict)  # (method, its arguments) -> producer
+    producers: dict[tuple[str, Any], Any] = field(default_factory=dict)  # (method, _args_key) -> producer
     method_lock: threading.Lock = field(default_factory=threading.Lock)  # map methods run one at a time
 
 
@@ -94,8 +94,6 @@ class _Entry:
     probs: Any  # Tensor[C] float32 softmax
     geometry: Any
     filename: str
-    method: str = "cam"
-    method_args: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -357,8 +355,9 @@ class Engine:
         )
         result = ImageResult(Path(filename), item.original_size, tk).to_dict()
         result["path"] = filename  # the upload's name as sent (no path normalisation)
-        key = _args_key(margs)
-        self._remember((digest, name, method, key), _Entry(kept, probs.cpu(), item.geometry, filename, method, key))
+        self._remember(
+            (digest, name, method, _args_key(method, margs)), _Entry(kept, probs.cpu(), item.geometry, filename)
+        )
         extent = self._extent(item.geometry, net)
         result.update(
             hash=digest,
@@ -414,7 +413,7 @@ class Engine:
         """The map method bound to a served model, built once per (method, arguments)."""
         from camloc.methods import get_method
 
-        key = (method, repr(_args_key(margs)))
+        key = (method, _args_key(method, margs))
         with m.method_lock:
             producer = m.producers.get(key)
             if producer is None:
@@ -478,7 +477,7 @@ class Engine:
 
         name = self.model_name(model)
         margs = self._method_args(method, method_args)
-        key = (digest, name, method, _args_key(margs))
+        key = (digest, name, method, _args_key(method, margs))
         with self._cache_lock:
             entry = self._cache.get(key)
             if entry is not None:
@@ -514,9 +513,11 @@ class Engine:
         )
 
 
-def _args_key(margs: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
-    """Method arguments as a hashable, order-free key."""
-    return tuple(sorted((str(k), repr(v)) for k, v in margs.items()))
+def _args_key(method: str, margs: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """A method's arguments as a hashable key of their checked values (``"2"`` and ``2`` are one key)."""
+    from camloc.methods.registry import resolve_method
+
+    return tuple(sorted((k, repr(v)) for k, v in resolve_method(method, margs)[1].items()))
 
 
 def _plain(v: Any) -> Any:
