@@ -446,5 +446,7 @@ def test_serve_argument_errors(capsys: pytest.CaptureFixture[str]) -> None:
 
     assert main(["serve", "--method", "nope"]) == 2
     assert "`--method` must be one of ['cam', " in capsys.readouterr().err
+    assert main(["serve", "--calibration", "no-such-calib.json"]) == 2
+    assert "`calibration` must be a readable calib.json" in capsys.readouterr().err
     assert main(["serve", "--workers", "0"]) == 2
     assert main(["serve", "--model", "no-such-model", "--port", "1"]) == 2  # fails while loading, before listening
