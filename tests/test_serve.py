@@ -149,6 +149,17 @@ def test_explain_with_a_map_method_equals_camloc_explain(engine: Engine, client:
     assert other.status_code == 404 and "method 'affinity'" in other.json()["error"]
 
 
+def test_a_method_registered_at_run_time_is_served(engine: Engine, client: TestClient, coffee: dict) -> None:
+    from camloc.extractor import CAM
+    from camloc.methods import register_method
+
+    name = "test-serve-cam"
+    register_method(name, lambda model, info: CAM(model), description="cam, registered by a test")
+    assert name in client.get("/api/health").json()["methods"]
+    got = engine.explain(COFFEE, filename="coffee.jpg", method=name, overlay=False)
+    np.testing.assert_allclose([c["box"] for c in got["topk"]], [c["box"] for c in coffee["topk"]], atol=1e-4)
+
+
 def test_calibration_applies_to_its_method_only(engine: Engine) -> None:
     from camloc.boxes import BoxRule
     from camloc.calibrate import Calibration

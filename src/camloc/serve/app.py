@@ -41,7 +41,7 @@ from typing import Annotated, Any, Literal
 from camloc import __version__
 from camloc._checks import check_number
 from camloc.errors import CamlocError, ImageLoadError, ImageTooLargeError
-from camloc.serve.engine import METHODS, Engine, UnknownUploadError
+from camloc.serve.engine import Engine, UnknownUploadError, method_names
 
 try:
     from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
@@ -135,14 +135,14 @@ def create_app(
         engine: the models and the upload cache.
         max_upload_mb: largest accepted request body in MiB (413 above it).
         workers: threads of the inference pool (requests beyond it wait in the pool's queue).
-        default_method: the method the page selects first (one of :data:`~camloc.serve.engine.METHODS`).
+        default_method: the method the page selects first (one of :func:`~camloc.serve.engine.method_names`).
     """
     check_number("max_upload_mb", max_upload_mb, low=0.0)
     check_number("workers", workers, low=1, integer=True)
-    if default_method not in METHODS:
+    if default_method not in method_names():
         from camloc._checks import fail
 
-        fail("method", f"one of {list(METHODS)}", default_method)
+        fail("method", f"one of {list(method_names())}", default_method)
     limit = int(max_upload_mb * 2**20)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="camloc-serve")
 
@@ -226,7 +226,7 @@ def create_app(
             "status": "ok",
             "models": engine.model_names,
             "default_model": engine.default_model,
-            "methods": list(METHODS),
+            "methods": list(method_names()),
             "default_method": default_method,
             "calibration": _calibration_info(engine.calibration),
             "max_upload_mb": max_upload_mb,
@@ -256,10 +256,10 @@ def create_app(
         method_args: Annotated[str | None, Form(description="the method's parameters, 'k=v;k=v'")] = None,
     ) -> dict[str, Any]:
         """Explain one photo: top-k classes (or ``classes``) with boxes in original pixels and an overlay."""
-        if method not in METHODS:
+        if method not in method_names():
             from camloc._checks import fail
 
-            fail("method", f"one of {list(METHODS)}", method)
+            fail("method", f"one of {list(method_names())}", method)
         data = await file.read()
         result = await in_pool(
             engine.explain,

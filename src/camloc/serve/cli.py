@@ -36,7 +36,7 @@ def register(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from camloc.serve.engine import METHODS, Engine, ModelSource
+    from camloc.serve.engine import Engine, ModelSource, method_names
 
     calibration = None
     if args.calibration is not None:
@@ -45,8 +45,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         calibration = load_calibration(args.calibration)
     if args.method is None:
         args.method = calibration.method if calibration is not None else "cam"
-    if args.method not in METHODS:
-        raise CamlocError(f"`--method` must be one of {list(METHODS)}; got {args.method!r}")
+    if args.method not in method_names():
+        raise CamlocError(f"`--method` must be one of {list(method_names())}; got {args.method!r}")
     if args.workers < 1 or args.cache_size < 1 or args.max_upload_mb <= 0 or not 0 < args.port < 65536:
         raise CamlocError("`--workers`, `--cache-size` and `--max-upload-mb` must be positive and `--port` in 1..65535")
     try:

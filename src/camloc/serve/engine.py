@@ -33,24 +33,21 @@ from camloc._checks import check_number, fail
 from camloc.errors import CamlocValueError, ImageLoadError
 
 __all__ = [
-    "METHODS",
     "ClassMap",
     "Engine",
     "ModelSource",
     "UnknownUploadError",
+    "method_names",
     "parse_classes",
 ]
 
 
-def _method_names() -> tuple[str, ...]:
+def method_names() -> tuple[str, ...]:
+    """The methods the server offers (``method=`` of ``POST /api/explain``): every method of ``camloc methods``,
+    aliases (``best``) and methods added by ``register_method`` included, read at call time."""
     from camloc.methods.registry import list_methods  # the table only: imports neither torch nor extras
 
     return tuple(name for name, _ in list_methods())
-
-
-#: Explanation methods the server offers (``method=`` of ``POST /api/explain``): every method of
-#: ``camloc methods``, aliases (``best``) included.
-METHODS: tuple[str, ...] = _method_names()
 
 
 class UnknownUploadError(CamlocValueError):
@@ -391,8 +388,9 @@ class Engine:
             margs = dict(method_args)
         else:
             fail("method_args", "'k=v;k=v' or a mapping", method_args, type_error=True)
-        if not isinstance(method, str) or method not in METHODS:
-            fail("method", f"one of {list(METHODS)}", method)
+        names = method_names()
+        if not isinstance(method, str) or method not in names:
+            fail("method", f"one of {list(names)}", method)
         cal = self.calibration
         if not margs and cal is not None and method == cal.method:
             margs = dict(cal.method_args)
