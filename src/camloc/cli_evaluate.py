@@ -268,10 +268,7 @@ def reader_classes(args: argparse.Namespace, info: Any) -> dict[str, Any]:
 
 
 def _is_coco(args: argparse.Namespace) -> bool:
-    from camloc.data.annotations import detect_format
-
-    fmt = _format_name(args.format)
-    return (detect_format(args.data) if fmt == "auto" else fmt) == "coco"
+    return _resolved_format(args) == "coco"
 
 
 def _calibration_notes(doc: dict[str, Any]) -> None:

@@ -214,6 +214,12 @@ class Engine:
             if not isinstance(calibration, Calibration):
                 calibration = load_calibration(calibration)
         self.calibration = calibration
+        self._calibration_key: tuple[str, Any] | None = None  # (method, _args_key) the calibration applies to
+        if calibration is not None:
+            from camloc.methods.registry import resolve_method
+
+            full = resolve_method(calibration.method, calibration.method_args)[1]
+            self._calibration_key = (calibration.method, _args_key(full))
         self._models: dict[str, _Loaded] = {}
         self._load_lock = threading.Lock()
         self._cache: OrderedDict[tuple[str, str, str, Any], _Entry] = OrderedDict()
@@ -312,7 +318,7 @@ class Engine:
         from camloc.localization import localize
 
         name = self.model_name(model)
-        margs = self._method_args(method, method_args)
+        margs, key = self._method_args(method, method_args)
         check_number("topk", topk, low=1, integer=True)
         check_number("threshold", threshold, low=0.0, high=1.0)
         if not isinstance(data, bytes | bytearray) or not data:
@@ -321,7 +327,7 @@ class Engine:
         wanted = parse_classes(classes, m.info.categories)
         if wanted is None:
             topk = min(topk, m.info.num_classes)
-        rule = self._rule(method, margs)
+        rule = self._rule(method, key)
         item = m.pipeline(bytes(data))
         digest = hashlib.sha256(data).hexdigest()
         x = item.tensor[None].to(self.device)
@@ -334,7 +340,7 @@ class Engine:
                     maps = m.cam.maps(feats, cls[None]).float()
                 kept = feats[0].float().cpu()
             else:
-                producer = self._producer(m, method, margs)
+                producer = self._producer(m, method, margs, key)
                 with m.method_lock:
                     want = None if wanted is None else torch.tensor([wanted], device=x.device)
                     out = producer(x, classes=want, topk=topk)
@@ -352,9 +358,7 @@ class Engine:
         )
         result = ImageResult(Path(filename), item.original_size, tk).to_dict()
         result["path"] = filename  # the upload's name as sent (no path normalisation)
-        self._remember(
-            (digest, name, method, _args_key(method, margs)), _Entry(kept, probs.cpu(), item.geometry, filename)
-        )
+        self._remember((digest, name, method, key), _Entry(kept, probs.cpu(), item.geometry, filename))
         extent = self._extent(item.geometry, net)
         result.update(
             hash=digest,
@@ -374,9 +378,11 @@ class Engine:
             result["overlay_png"] = self._overlay(item, norm, tk[0])
         return result
 
-    def _method_args(self, method: str, method_args: str | Mapping[str, Any] | None) -> dict[str, Any]:
-        """The request's method arguments, checked (errors name ``method`` / ``method_args``); a request for the
-        calibration's method without arguments gets the calibration's."""
+    def _method_args(
+        self, method: str, method_args: str | Mapping[str, Any] | None
+    ) -> tuple[dict[str, Any], tuple[tuple[str, str], ...]]:
+        """The request's method arguments, checked (errors name ``method`` / ``method_args``), and their
+        :func:`_args_key`; a request for the calibration's method without arguments gets the calibration's."""
         from camloc.methods.registry import parse_method_args, resolve_method
 
         if isinstance(method_args, str):
@@ -394,28 +400,22 @@ class Engine:
         cal = self.calibration
         if not margs and cal is not None and method == cal.method:
             margs = dict(cal.method_args)
-        resolve_method(method, margs, names=("method", "method_args"))
-        return margs
+        full = resolve_method(method, margs, names=("method", "method_args"))[1]
+        return margs, _args_key(full)
 
-    def _rule(self, method: str, margs: Mapping[str, Any]) -> Any:
-        """The calibration's box rule when the request is for its method with its arguments, else None."""
-        from camloc.methods.registry import resolve_method
-
+    def _rule(self, method: str, key: tuple[tuple[str, str], ...]) -> Any:
+        """The calibration's box rule when the request is for its method with its arguments (``key``), else None."""
         cal = self.calibration
-        if cal is None or method != cal.method:
-            return None
-        same = resolve_method(method, margs)[1] == resolve_method(cal.method, cal.method_args)[1]
-        return cal.rule if same else None
+        return cal.rule if cal is not None and (method, key) == self._calibration_key else None
 
-    def _producer(self, m: _Loaded, method: str, margs: Mapping[str, Any]) -> Any:
-        """The map method bound to a served model, built once per (method, arguments)."""
+    def _producer(self, m: _Loaded, method: str, margs: Mapping[str, Any], key: tuple[tuple[str, str], ...]) -> Any:
+        """The map method bound to a served model, built once per (method, arguments ``key``)."""
         from camloc.methods import get_method
 
-        key = (method, _args_key(method, margs))
         with m.method_lock:
-            producer = m.producers.get(key)
+            producer = m.producers.get((method, key))
             if producer is None:
-                producer = m.producers[key] = get_method(method, m.model, m.info, **dict(margs))
+                producer = m.producers[(method, key)] = get_method(method, m.model, m.info, **dict(margs))
         return producer
 
     def _overlay(self, item: Any, norm_map: np.ndarray, top: Any) -> str:
@@ -474,8 +474,8 @@ class Engine:
         import torch
 
         name = self.model_name(model)
-        margs = self._method_args(method, method_args)
-        key = (digest, name, method, _args_key(method, margs))
+        margs, args_key = self._method_args(method, method_args)
+        key = (digest, name, method, args_key)
         with self._cache_lock:
             entry = self._cache.get(key)
             if entry is not None:
@@ -495,7 +495,7 @@ class Engine:
                 with m.lock or _NULL:
                     raw = m.cam.maps(entry.features[None].to(self.device), want)
             else:
-                producer = self._producer(m, method, margs)
+                producer = self._producer(m, method, margs, args_key)
                 with m.method_lock:
                     raw = producer(entry.features[None].to(self.device), classes=want).maps
         raw_np = np.ascontiguousarray(raw[0, 0].float().cpu().numpy(), dtype=np.float32)
@@ -511,11 +511,10 @@ class Engine:
         )
 
 
-def _args_key(method: str, margs: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
-    """A method's arguments as a hashable key of their checked values (``"2"`` and ``2`` are one key)."""
-    from camloc.methods.registry import resolve_method
-
-    return tuple(sorted((k, repr(v)) for k, v in resolve_method(method, margs)[1].items()))
+def _args_key(full: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """A method's checked arguments (``resolve_method``'s, defaults filled) as a hashable key (``"2"`` and ``2``
+    are one key)."""
+    return tuple(sorted((k, repr(v)) for k, v in full.items()))
 
 
 def _plain(v: Any) -> Any:
