@@ -31,6 +31,8 @@ from typing import Any
 
 import torch
 
+from camloc.methods.registry import format_method_value, parse_method_args, split_args
+
 #: label -> (method, args): the default configurations, in table order.
 CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "cam": ("cam", {}),
@@ -70,15 +72,12 @@ def _parse_config(text: str) -> tuple[str, tuple[str, dict[str, Any]]]:
         return text, CONFIGS[text]
     label, _, rest = text.partition("=")
     name, _, argtext = rest.partition(":")
-    args = dict(kv.split("=", 1) for kv in argtext.split(";") if kv)
+    args = parse_method_args(split_args(argtext), option="--config")
     return label, (name, args)
 
 
 def _args_text(args: dict[str, Any]) -> str:
-    def show(v: Any) -> str:
-        return ",".join(map(str, v)) if isinstance(v, tuple) else str(v)
-
-    return " ".join(f"{k}={show(v)}" for k, v in args.items()) or "-"
+    return " ".join(f"{k}={format_method_value(v)}" for k, v in args.items()) or "-"
 
 
 def main(argv: list[str] | None = None) -> int:

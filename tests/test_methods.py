@@ -72,6 +72,33 @@ def test_string_arguments_are_converted_and_defaults_filled() -> None:
         resolve_method("dilate", {"stages": 0})
 
 
+def test_a_wrapped_method_takes_its_own_arguments_as_name_parens(tiny_model, images) -> None:
+    from camloc.methods.registry import format_method_value, split_args
+
+    assert split_args("a=1; base=x(k=2;j=y(m=3));") == ["a=1", "base=x(k=2;j=y(m=3))"]
+    _, args = resolve_method("flip", parse_method_args(split_args("base=multiscale(scales=1,2;norm=max)")))
+    inner = {"base": "cam", "flip": False, "scales": (1.0, 2.0), "fuse": "mean", "norm": "max", "logits": "views"}
+    assert args["base"] == ("multiscale", inner)  # converted at once, defaults filled
+    assert (
+        format_method_value(args["base"])
+        == "multiscale(base=cam;flip=False;scales=1.0,2.0;fuse=mean;norm=max;logits=views)"
+    )
+    _, again = resolve_method("flip", {"base": format_method_value(args["base"])})
+    assert again == args  # the shown form reads back the same
+    assert resolve_method("flip", {"base": "cam()"})[1]["base"] == "cam"
+    nested = get_method("flip", tiny_model, INFO, base="multiscale(scales=1;norm=max)")(images, topk=2)
+    direct = get_method("flip", tiny_model, INFO, base=("multiscale", {"scales": (1.0,), "norm": "max"}))
+    assert torch.equal(nested.maps, direct(images, topk=2).maps)
+    with pytest.raises(CamlocValueError, match=r"parameters of method 'multiscale'"):
+        resolve_method("flip", {"base": "multiscale(scalez=1)"})
+    with pytest.raises(CamlocValueError, match=r"'scales' of method 'multiscale'"):
+        resolve_method("flip", {"base": "multiscale(scales=a)"})
+    with pytest.raises(CamlocValueError, match=r"balanced parentheses"):
+        split_args("base=multiscale(scales=1")
+    with pytest.raises(CamlocValueError, match=r"NAME\(k=v;k=v\)"):
+        resolve_method("flip", {"base": "multiscale(scales=1"})
+
+
 def test_register_method_adds_a_producer(tiny_model, images) -> None:
     name = "test-scaled-cam"
 

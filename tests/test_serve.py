@@ -149,6 +149,15 @@ def test_explain_with_a_map_method_equals_camloc_explain(engine: Engine, client:
     assert other.status_code == 404 and "method 'affinity'" in other.json()["error"]
 
 
+def test_a_wrapper_takes_its_base_method_with_arguments(engine: Engine) -> None:
+    """`method_args` splits at ';' outside parentheses, so a wrapper's `base=NAME(k=v;k=v)` stays whole; any
+    spelling of the same arguments gives the same key."""
+    margs, key = engine._method_args("flip", "flip=1; base=affinity(iters=2;layer=blocks.3)")
+    assert margs == {"flip": "1", "base": "affinity(iters=2;layer=blocks.3)"}
+    _, same = engine._method_args("flip", {"base": ("affinity", {"layer": "blocks.3", "iters": 2}), "flip": True})
+    assert key == same
+
+
 def test_a_method_registered_at_run_time_is_served(engine: Engine, client: TestClient, coffee: dict) -> None:
     from camloc.extractor import CAM
     from camloc.methods import register_method
@@ -300,6 +309,8 @@ def _post(client: TestClient, payload: bytes, name: str = "x.jpg", **data: str):
         (COFFEE, {"method": "affinity", "method_args": "beta=-1"}, 422, "`method_args`"),
         (COFFEE, {"method": "affinity", "method_args": "zeta=1"}, 422, "`method_args`"),
         (COFFEE, {"method": "affinity", "method_args": "beta"}, 422, "`method_args`"),
+        (COFFEE, {"method": "flip", "method_args": "base=affinity(zeta=1)"}, 422, "`method_args`"),
+        (COFFEE, {"method": "flip", "method_args": "base=affinity(iters=2"}, 422, "`method_args`"),
         (COFFEE, {"topk": "0"}, 422, "`topk`"),
         (COFFEE, {"topk": "many"}, 422, "`topk`"),
         (COFFEE, {"threshold": "1.5"}, 422, "`threshold`"),

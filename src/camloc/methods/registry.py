@@ -23,13 +23,16 @@ __all__ = [
     "BUILTIN",
     "MethodEntry",
     "Param",
+    "format_method_value",
     "get_method",
     "list_methods",
     "make_producer",
     "method_entry",
     "parse_method_args",
+    "parse_method_spec",
     "register_method",
     "resolve_method",
+    "split_args",
 ]
 
 Kind = Literal["float", "int", "bool", "str", "floats", "strs", "method"]
@@ -64,6 +67,8 @@ class Param:
             name = out[0] if isinstance(out, tuple) else out
             if not isinstance(name, str) or name not in _names():
                 fail(option, f"for {self.name!r} of method {method!r}: a method name ({', '.join(_names())})", value)
+            if isinstance(out, tuple):  # checked now, not at build time; defaults filled: one canonical value
+                out = (name, resolve_method(name, out[1], names=(option, option))[1])
         return out
 
     def _convert(self, v: Any) -> Any:
@@ -95,12 +100,12 @@ class Param:
             if not all(isinstance(s, str) for s in items):
                 raise TypeError
             return tuple(s.strip() for s in items)
-        # method: a name, or (name, {args}) from Python
-        if isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], str) and isinstance(v[1], Mapping):
-            return (v[0], dict(v[1]))
+        # method: a name, "name(k=v;k=v)", or (name, {args}) from Python / JSON
+        if isinstance(v, tuple | list) and len(v) == 2 and isinstance(v[0], str) and isinstance(v[1], Mapping):
+            return (v[0], dict(v[1])) if v[1] else v[0]
         if not isinstance(v, str):
             raise TypeError
-        return v
+        return parse_method_spec(v)
 
 
 def _expected(p: Param) -> str:
@@ -111,7 +116,7 @@ def _expected(p: Param) -> str:
         "str": "a string",
         "floats": "comma-separated numbers",
         "strs": "comma-separated names",
-        "method": "a method name",
+        "method": "a method name or NAME(k=v;k=v)",
     }[p.kind]
     if p.choices:
         what = "one of " + ", ".join(p.choices)
@@ -236,14 +241,16 @@ def list_methods() -> list[tuple[str, str]]:
     """Every method and alias: ``(name, one-line description)``, in listing order."""
     out = [(e.name, e.description) for e in _REGISTRY.values()]
     for name, (target, args, desc) in ALIASES.items():
-        preset = ",".join(f"{k}={_show(v)}" for k, v in args.items())
+        preset = ",".join(f"{k}={format_method_value(v)}" for k, v in args.items())
         out.append((name, f"{desc}: {target}" + (f" ({preset})" if preset else "")))
     return out
 
 
-def _show(v: Any) -> str:
+def format_method_value(v: Any) -> str:
+    """A parameter value as ``--method-arg`` takes it: ``(name, {args})`` -> ``"name(k=v;k=v)"``, tuples
+    comma-separated (the inverse of :func:`parse_method_spec` and of the ``floats`` / ``strs`` kinds)."""
     if isinstance(v, tuple) and len(v) == 2 and isinstance(v[1], dict):
-        return v[0] + "(" + ";".join(f"{k}={_show(x)}" for k, x in v[1].items()) + ")"
+        return v[0] + "(" + ";".join(f"{k}={format_method_value(x)}" for k, x in v[1].items()) + ")"
     if isinstance(v, tuple):
         return ",".join(map(str, v))
     return str(v)
@@ -256,6 +263,41 @@ def method_entry(name: str, *, option: str = "method") -> MethodEntry:
     if not isinstance(name, str) or name not in _REGISTRY:
         fail(option, "one of " + ", ".join(_names()), repr(name) if isinstance(name, str) else name)
     return _REGISTRY[name]
+
+
+def split_args(text: str, *, sep: str = ";") -> list[str]:
+    """``text`` split at ``sep`` outside parentheses: ``"a=1;base=x(k=2;j=3)"`` -> ``["a=1", "base=x(k=2;j=3)"]``
+    (empty items dropped). Unbalanced parentheses are a ``CamlocValueError`` naming ``method_args``."""
+    out: list[str] = []
+    depth, start = 0, 0
+    for i, c in enumerate(text):
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth < 0:
+                break
+        elif c == sep and depth == 0:
+            out.append(text[start:i])
+            start = i + 1
+    if depth != 0:
+        fail("method_args", "balanced parentheses, e.g. base=affinity(layer=blocks.3)", repr(text))
+    out.append(text[start:])
+    return [s.strip() for s in out if s.strip()]
+
+
+def parse_method_spec(text: str) -> str | tuple[str, dict[str, str]]:
+    """A method value as written on the command line: ``"NAME"`` -> ``"NAME"``; ``"NAME(k=v;k=v)"`` ->
+    ``("NAME", {"k": "v", ...})`` (values stay strings; nested specs are allowed). The inverse of how
+    ``camloc methods`` shows such values."""
+    text = text.strip()
+    if not text.endswith(")") or "(" not in text:
+        if "(" in text or ")" in text:
+            fail("method_args", "a method NAME or NAME(k=v;k=v)", repr(text))
+        return text
+    name, _, inner = text[:-1].partition("(")
+    args = parse_method_args(split_args(inner), option="method_args")
+    return (name.strip(), args) if args else name.strip()
 
 
 def parse_method_args(items: Sequence[str] | None, *, option: str = "--method-arg") -> dict[str, str]:

@@ -383,11 +383,10 @@ class Engine:
     ) -> tuple[dict[str, Any], tuple[tuple[str, str], ...]]:
         """The request's method arguments, checked (errors name ``method`` / ``method_args``), and their
         :func:`_args_key`; a request for the calibration's method without arguments gets the calibration's."""
-        from camloc.methods.registry import parse_method_args, resolve_method
+        from camloc.methods.registry import parse_method_args, resolve_method, split_args
 
         if isinstance(method_args, str):
-            margs: dict[str, Any] = parse_method_args([a for a in method_args.split(";") if a.strip()],
-                                                      option="method_args")  # fmt: skip
+            margs: dict[str, Any] = parse_method_args(split_args(method_args), option="method_args")
         elif method_args is None:
             margs = {}
         elif isinstance(method_args, Mapping):
@@ -518,7 +517,12 @@ def _args_key(full: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
 
 
 def _plain(v: Any) -> Any:
-    """A method argument as JSON (tuples become lists)."""
+    """A method argument as JSON: a nested method ``(name, {args})`` as ``"name(k=v;k=v)"``, other tuples as
+    lists."""
+    from camloc.methods.registry import format_method_value
+
+    if isinstance(v, tuple) and len(v) == 2 and isinstance(v[1], dict):
+        return format_method_value(v)
     return list(v) if isinstance(v, tuple) else v
 
 
