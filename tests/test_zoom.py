@@ -14,7 +14,8 @@ from torch import nn
 
 import camloc
 from camloc.cli import main
-from camloc.errors import CamlocValueError
+from camloc.errors import CamlocTypeError, CamlocValueError
+from camloc.methods.base import MapMethod
 from camloc.models.info import ModelInfo, Preprocess
 from camloc.pipeline import ImagePipeline
 from camloc.zoom import Cropper, Zoom, combine_features, combine_logits, zoom_box
@@ -202,7 +203,12 @@ def test_fit_zoom_report_and_evaluate_agree(zoom_run: tuple[Path, Path], tmp_pat
     assert "zoom" not in m2
     # the maps are the whole image's either way: GT-known localization does not depend on --zoom
     assert m2["metrics"]["gt_known_loc"] == m["metrics"]["gt_known_loc"]
-    assert main([*argv2, "--quiet", "--zoom", "--method", "backprop"]) == 2
+    # any map method: its maps (so its GT-known) with or without zoom; the classes from whole + crop
+    ev3, ev4 = tmp_path / "ev3", tmp_path / "ev4"
+    assert main([*argv2[:-1], str(ev3), "--quiet", "--workers", "0", "--zoom", "--method", "backprop"]) == 0
+    assert main([*argv2[:-1], str(ev4), "--quiet", "--workers", "0", "--method", "backprop"]) == 0
+    m3, m4 = (json.loads((e / "metrics.json").read_text())["metrics"] for e in (ev3, ev4))
+    assert m3["gt_known_loc"] == m4["gt_known_loc"] and m3["maxboxacc_v2"] == m4["maxboxacc_v2"]
 
 
 def test_explain_zoom_classes_from_combined_logits(zoom_run: tuple[Path, Path], tmp_path: Path) -> None:
@@ -224,7 +230,58 @@ def test_explain_zoom_classes_from_combined_logits(zoom_run: tuple[Path, Path], 
         top = recs[p.name]["topk"]
         assert top[0]["class_idx"] == int(probs.argmax())
         assert top[0]["prob"] == pytest.approx(float(probs.max()), abs=1e-5)
+    # with another map method the boxes are that method's (the same per class as without zoom), not the CAM's
+    runs = {}
+    for name, extra in (("bz", ["--zoom"]), ("b", []), ("cz", ["--zoom"])):
+        method = ["--method", "backprop"] if name.startswith("b") else []
+        assert main([*argv, "--out", str(tmp_path / name), *method, *extra]) == 0
+        lines = (tmp_path / name / "results.jsonl").read_text().splitlines()
+        runs[name] = {(r["path"], t["class_idx"]): t["box"] for r in map(json.loads, lines) for t in r["topk"]}
+    same = runs["bz"].keys() & runs["b"].keys()
+    assert same and all(runs["bz"][k] == runs["b"][k] for k in same)
+    assert any(runs["bz"][k] != runs["cz"][k] for k in same & runs["cz"].keys())
     assert main([*argv, "--out", str(tmp_path / "bad"), "--zoom", "--zoom-margin", "-1"]) == 2
+
+
+class _Block(MapMethod):
+    """A map method whose logits are the CAM's and whose every map is one block (network rows 4..11, cols 20..35)."""
+
+    name = "block"
+
+    def __init__(self, model: nn.Module) -> None:
+        self.cam = camloc.CAM(model)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.cam.forward(x)
+
+    def maps(self, state: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        m = torch.zeros(classes.shape[0], classes.shape[1], 40, 40)
+        m[:, :, 4:12, 20:36] = 1.0 + classes[..., None, None].float()  # distinct per class
+        return m
+
+
+def test_zoom_crops_at_the_top1_box_of_any_map_method(tmp_path: Path) -> None:
+    photo = _square_photo(tmp_path / "sq.png")
+    model, info = _Colour().eval(), ModelInfo("colour", ("red", "grey"), PRE)
+    item = ImagePipeline(PRE)(photo)
+    method = _Block(model)
+    z = Zoom(model, info, margin=0.0, method=method)(item.tensor[None], [photo], [item.geometry])
+    np.testing.assert_allclose(z.boxes, [[20, 4, 36, 12]])  # the method's box, not the CAM's (whole image)
+    np.testing.assert_allclose(z.crop_boxes, [[40, 8, 72, 24]])  # original pixels (twice the network frame)
+    assert z.whole_features is None  # the method's state is not the trunk's features
+    ref = Zoom(model, info, margin=0.0)(item.tensor[None], [photo], [item.geometry])
+    np.testing.assert_allclose(z.whole_logits.numpy(), ref.whole_logits.numpy())  # the same classifier ...
+    crop = Cropper(PRE)(photo, z.crop_boxes[0], item.geometry)[None]
+    np.testing.assert_allclose(z.crop_logits.numpy(), model(crop).detach().numpy(), atol=1e-6)  # ... on the crop
+    res, _ = Zoom(model, info, margin=0.0, method=method).cam_result(item.tensor[None], [photo], [item.geometry])
+    assert torch.equal(res.maps, method.maps(None, res.classes))  # the method's maps of the combined classes
+    # a default zoom takes the method it is used with; one built for another method is refused
+    plain = Zoom(model, info)
+    assert plain.with_method(camloc.CAM(model)) is plain and plain.with_method(method).method is method
+    with pytest.raises(CamlocValueError, match="`zoom` must be a zoom around the evaluated method"):
+        Zoom(model, info, method=method).with_method(_Block(model))
+    with pytest.raises(CamlocTypeError, match="`method` must be a map method"):
+        Zoom(model, info, method="best")
 
 
 def test_fit_zoom_refuses_flip(tmp_path: Path) -> None:

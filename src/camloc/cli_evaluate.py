@@ -139,8 +139,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if model is None:
         model, info = load_model_from_args(args)
     zoom = zoom_from_args(args, model, info, orientation=get_protocol(args.protocol).exif_orientation)
-    if zoom is not None and method != "cam":
-        raise CamlocError("`--zoom` needs `--method cam` (the crop is the top-1 CAM box)")
     started = time.time()
     ckpt = rs.EvalCheckpoint(out, options=options, keys=keys, resume=args.resume)
     try:

@@ -10,8 +10,8 @@ def add_zoom_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--zoom",
         action="store_true",
-        help="localize then classify: crop each image at its top-1 CAM box and combine the crop's logits with "
-        "the whole image's (their mean)",
+        help="localize then classify: crop each image at the top-1 box of the method's map (--method; default "
+        "the CAM) and combine the crop's logits with the whole image's (their mean)",
     )
     p.add_argument(
         "--zoom-margin",

@@ -223,9 +223,9 @@ def evaluate_samples(
     ``box_head``: a :class:`camloc.boxhead.BoxHead` or its file; its boxes replace the CAM boxes of the
     fixed-threshold localization metrics (checked against ``model``'s trunk first).
 
-    ``zoom``: localize-then-classify (:mod:`camloc.zoom`; ``True`` or a :class:`camloc.zoom.Zoom`, CAM only): the
+    ``zoom``: localize-then-classify (:mod:`camloc.zoom`; ``True`` or a :class:`camloc.zoom.Zoom`): the
     classification (top-1 / top-5 and the class of top-1 localization) comes from the combined logits of the whole
-    image and its top-1 crop; the maps stay the whole image's.
+    image and the crop at the top-1 box of the method's map; the maps stay the method's maps of the whole image.
 
     ``faithfulness``: also compute :mod:`camloc.faithfulness`'s metrics of the TRUE class's map (at the input size)
     on every evaluated image (``EvalResult.faithfulness``; per-image values in ``per_image``).
@@ -261,9 +261,10 @@ def evaluate_samples(
     if zoom is True:
         from camloc.zoom import Zoom
 
-        if method != "cam" or method_args:
-            raise CamlocError("`zoom` needs method 'cam' (the crop is the top-1 CAM box)")
-        zoom = Zoom(model, info, threshold=threshold, orientation=proto.exif_orientation, cam=cam)
+        plain = cam if isinstance(cam, CAM) else None
+        zoom = Zoom(model, info, threshold=threshold, orientation=proto.exif_orientation, cam=plain, method=cam)
+    elif zoom:
+        zoom = zoom.with_method(cam)  # the crop is the top-1 box of the evaluated method's map
     faith = None
     if faithfulness is not None:
         from camloc.faithfulness import Faithfulness

@@ -274,8 +274,8 @@ def explain_images(
     then also carries the head's class-agnostic box (:attr:`ImageResult.box_head`); the top-k CAM boxes stay.
 
     ``zoom``: localize-then-classify (:mod:`camloc.zoom`): ``True`` or a :class:`camloc.zoom.Zoom`; the classes
-    and probabilities come from the whole image's and the top-1 crop's combined logits, the maps and boxes from
-    the whole image as without.
+    and probabilities come from the combined logits of the whole image and of its crop at the top-1 box of the
+    method's map; the maps and boxes are the method's, of the whole image, as without.
     """
     from camloc.calibrate import rule_of
 
@@ -316,7 +316,9 @@ def explain_images(
         from camloc.zoom import Zoom
 
         assert model is not None
-        zoom = Zoom(model, info, threshold=threshold, cam=cam)
+        zoom = Zoom(model, info, threshold=threshold, cam=cam if isinstance(cam, CAM) else None, method=cam)
+    elif zoom:
+        zoom = zoom.with_method(cam)  # the crop is the top-1 box of the explained method's map
     bar = None
     if progress:
         from tqdm import tqdm

@@ -2,16 +2,18 @@ r"""Localize, then classify (the CAM paper's fine-grained experiment): CAM box -
 
 Per image:
 
-1. the whole image goes through the network once (:class:`camloc.CAM`): logits ``z_whole [C]`` and the
-   top-1 class's map, boxed by the paper's rule (upsampled to the input, ``>= threshold`` of its max, the
-   largest 8-connected component; :func:`camloc.localization.localize`);
+1. the whole image goes through the map method once (default :class:`camloc.CAM`; any producer of
+   :mod:`camloc.methods`, e.g. ``best``): logits ``z_whole [C]`` and the top-1 class's map, boxed by the paper's
+   rule (upsampled to the input, ``>= threshold`` of its max, the largest 8-connected component;
+   :func:`camloc.localization.localize`);
 2. that box (network frame) is mapped to the ORIGINAL image with the image's :class:`camloc.geometry.Geometry`,
    grown by ``margin`` of its width / height on every side and clipped to the image (:func:`zoom_box`; an
    empty box, i.e. a map with no positive value, becomes the whole image);
 3. the crop is decoded from the file at a resolution that covers the network input (JPEG draft mode only
    where the reduced image still gives the crop at least the input's pixels; :class:`Cropper`), resized
-   whole to the network input (one resample, the model's interpolation and normalisation) and classified:
-   ``z_crop [C]`` and its pooled trunk features ``p_crop [K]``;
+   whole to the network input (one resample, the model's interpolation and normalisation) and classified by
+   the model itself (one plain forward, whatever the map method): ``z_crop [C]`` and its pooled trunk features
+   ``p_crop [K]``;
 4. **combination** (:func:`combine_logits`): ``z = (1 - a) z_whole + a z_crop`` with ``a = crop_weight``
    (default 0.5: the mean). Up to a per-image constant this is the mean of the two log-softmax vectors
    (``log_softmax(z) = z - logsumexp(z)``), so the probabilities ``softmax(z)`` and the class ranking are those of
@@ -20,7 +22,8 @@ Per image:
    ``camloc fit --zoom`` trains on: a head fitted with zoom is the same plain GAP -> linear head, and
    zoomed inference with it is exactly the classifier it was fitted as.
 
-Maps and boxes stay those of the whole image (the maps of the classes chosen from the combined logits).
+Maps and boxes stay those of the whole image (the method's maps of the classes chosen from the combined
+logits).
 
 ``camloc fit --zoom`` (:func:`zoom_fit_features`) is two-stage: a head fitted on whole-image features chooses
 the training crops (its top-1 map; the label is not used, as at test time), the final head is fitted on the
@@ -29,6 +32,7 @@ combined features; test images are cropped with the final head's own top-1 map, 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import os
@@ -172,22 +176,25 @@ class ZoomOutput:
     Attributes:
         logits: ``Tensor[N, C]`` the combined logits (:func:`combine_logits`).
         whole_logits, crop_logits: ``Tensor[N, C]`` of the whole image and of the crop.
-        whole_features, crop_features: ``Tensor[N, K]`` float32, the trunk's mean-pooled features.
+        whole_features, crop_features: ``Tensor[N, K]`` float32, the trunk's mean-pooled features
+            (``whole_features`` is ``None`` when the map method is not the plain CAM: its state holds no such
+            features, and fitting, which needs them, always zooms with the CAM).
         top1: ``Tensor[N]`` int64, the whole image's top-1 class, whose map chose the crop.
         boxes: ``float64 [N, 4]`` that map's paper-rule box in the network frame.
         crop_boxes: ``float64 [N, 4]`` the crops, xyxy in original pixels (margin added, clipped).
-        features: ``Tensor[N, K, h, w]`` the whole image's trunk features (for more maps without a forward).
+        state: the map method's state of the whole image (for the CAM: its trunk features ``[N, K, h, w]``),
+            for the maps of more classes without another forward.
     """
 
     logits: torch.Tensor
     whole_logits: torch.Tensor
     crop_logits: torch.Tensor
-    whole_features: torch.Tensor
+    whole_features: torch.Tensor | None
     crop_features: torch.Tensor
     top1: torch.Tensor
     boxes: np.ndarray
     crop_boxes: np.ndarray
-    features: torch.Tensor = field(repr=False)
+    state: Any = field(repr=False)
 
 
 class Zoom:
@@ -205,7 +212,9 @@ class Zoom:
         margin: see :func:`zoom_box`. threshold: the paper rule's threshold for the top-1 box.
         crop_weight: the crop's weight ``a`` in :func:`combine_logits`.
         orientation: whether the boxes' geometry applied the EXIF orientation (crops are decoded the same way).
-        cam: a ready :class:`camloc.CAM` of ``model`` to share (default: a new one).
+        cam: a ready :class:`camloc.CAM` of ``model`` to share (default: a new one); it classifies the crops.
+        method: the map method (a producer of :mod:`camloc.methods` on ``model``) whose top-1 map chooses the
+            crop and whose maps are returned; default ``cam``.
     """
 
     def __init__(
@@ -218,16 +227,32 @@ class Zoom:
         crop_weight: float = 0.5,
         orientation: bool = True,
         cam: CAM | None = None,
+        method: Any = None,
     ) -> None:
         check_number("margin", margin, low=0.0, high=10.0)
         check_number("threshold", threshold, low=0.0, high=1.0)
         check_number("crop_weight", crop_weight, low=0.0, high=1.0)
         self.cam = cam if cam is not None else CAM(model)
+        if method is not None and not (hasattr(method, "forward") and hasattr(method, "maps")):
+            fail("method", "a map method (forward / maps)", method, type_error=True)
+        self.method = method if method is not None else self.cam
         self.info = info
         self.margin = float(margin)
         self.threshold = float(threshold)
         self.crop_weight = float(crop_weight)
         self.cropper = Cropper(info.preprocess, orientation=orientation)
+
+    def with_method(self, method: Any) -> Zoom:
+        """This zoom around the map method ``method`` (a producer on the same model): ``self`` when it already
+        uses it, or when ``method`` is a plain :class:`camloc.CAM` and ``self`` zooms with its own CAM; a copy
+        otherwise. A zoom built for another method is refused (its maps would not be ``method``'s)."""
+        if method is self.method or (isinstance(method, CAM) and self.method is self.cam):
+            return self
+        if self.method is not self.cam:
+            fail("zoom", f"a zoom around the evaluated method {method!r}", f"one around {self.method!r}")
+        out = copy.copy(self)
+        out.method = method
+        return out
 
     def describe(self) -> dict[str, Any]:
         """The settings, for manifests and reports."""
@@ -245,9 +270,10 @@ class Zoom:
         if len(sources) != n or len(geometries) != n:
             fail("sources", f"{n} sources and geometries (one per image of x)", f"{len(sources)}, {len(geometries)}")
         with torch.no_grad():
-            feats, logits = self.cam.forward(x)
+            state, logits = self.method.forward(x)
+            logits = logits.detach()
             top1 = logits.argmax(1)
-            maps = self.cam.maps(feats, top1[:, None])
+            maps = self.method.maps(state, top1[:, None]).detach()
             up = upsample_maps(maps.float(), (int(x.shape[2]), int(x.shape[3])))
             boxes = localize(up, threshold=self.threshold).boxes[:, 0].cpu().numpy().astype(np.float64)
             crop_boxes = np.stack(
@@ -263,12 +289,12 @@ class Zoom:
             logits=combined,
             whole_logits=logits,
             crop_logits=clogits,
-            whole_features=feats.float().mean(dim=(2, 3)),
+            whole_features=state.float().mean(dim=(2, 3)) if self.method is self.cam else None,
             crop_features=cfeats.float().mean(dim=(2, 3)),
             top1=top1,
             boxes=boxes,
             crop_boxes=crop_boxes,
-            features=feats,
+            state=state,
         )
 
     def cam_result(
@@ -281,14 +307,14 @@ class Zoom:
         topk: int = 5,
     ) -> tuple[CamResult, ZoomOutput]:
         """A :class:`~camloc.extractor.CamResult` whose logits, classes and scores come from the combined logits
-        and whose maps are the whole image's maps of those classes (``classes``: ``select(logits) -> [N, m]``;
-        default each image's top-``topk`` of the combined logits)."""
+        and whose maps are the method's maps of the whole image for those classes (``classes``:
+        ``select(logits) -> [N, m]``; default each image's top-``topk`` of the combined logits)."""
         check_number("topk", topk, low=1, integer=True)
         z = self(x, sources, geometries)
         with torch.no_grad():
             cls = z.logits.topk(min(topk, z.logits.shape[1]), dim=1).indices if classes is None else classes(z.logits)
-            cls = cls.to(z.features.device, torch.long)
-            maps = self.cam.maps(z.features, cls)
+            cls = cls.to(z.top1.device, torch.long)
+            maps = self.method.maps(z.state, cls).detach()
             scores = z.logits.softmax(dim=1).gather(1, cls.to(z.logits.device))
         return CamResult(z.logits, cls, scores, maps, (int(x.shape[2]), int(x.shape[3]))), z
 
@@ -434,13 +460,15 @@ def zoom_fit_features(
 # --------------------------------------------------------------------------------------------- command line
 
 
-def zoom_from_args(args: Any, model: torch.nn.Module, info: ModelInfo, *, orientation: bool = True) -> Zoom | None:
+def zoom_from_args(
+    args: Any, model: torch.nn.Module, info: ModelInfo, *, orientation: bool = True, method: Any = None
+) -> Zoom | None:
     """The :class:`Zoom` that ``--zoom/--zoom-margin/--threshold`` ask for (:func:`camloc.cli_zoom.add_zoom_args`),
-    or ``None`` without ``--zoom``."""
+    around the map method ``method`` (a producer; default ``cam``), or ``None`` without ``--zoom``."""
     if not getattr(args, "zoom", False):
         return None
     margin = DEFAULT_MARGIN if args.zoom_margin is None else args.zoom_margin
     if not 0 <= margin <= 10:
         raise CamlocValueError(f"`--zoom-margin` must be in [0, 10]; got {margin}")
     threshold = getattr(args, "threshold", 0.2)
-    return Zoom(model, info, margin=margin, threshold=threshold, orientation=orientation)
+    return Zoom(model, info, margin=margin, threshold=threshold, orientation=orientation, method=method)
