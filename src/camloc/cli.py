@@ -515,6 +515,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
         "camloc.serve.cli:register",
         "a local web app and JSON API: drop photos, see their classes, maps and boxes",
     ),
+    ("compare", "camloc.cli_compare:register", "several map methods on one boxed data set, side by side"),
     ("export", "camloc.cli_export:register", "export a model's CAM graph (top-k classes and maps) to ONNX"),
     ("methods", "camloc.cli:register_methods", "list the map methods of --method (name, tab, description)"),
 )
