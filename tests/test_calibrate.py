@@ -8,9 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
-from torch import nn
 
 from camloc.boxes import PAPER_RULE, BoxRule
 from camloc.calibrate import (
@@ -33,6 +31,7 @@ from camloc.data.annotations import Sample
 from camloc.errors import CamlocError
 from camloc.evaluate import evaluate_samples
 from camloc.models.registry import ModelInfo, Preprocess
+from conftest import BrightSpot
 
 
 def _ring_set() -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -219,28 +218,6 @@ def test_bad_calibration_files_raise_camloc_errors(tmp_path: Path):
 
 # ----------------------------------------------------------------------------------------------------------
 # through evaluate and the CLI, with a model whose class-0 map is the image's brightness
-
-
-class BrightSpot(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc = nn.Linear(1, 2)
-        with torch.no_grad():
-            self.fc.weight.copy_(torch.tensor([[1.0], [-1.0]]))
-            self.fc.bias.copy_(torch.tensor([-0.1, 0.1]))
-
-    def forward_features(self, x):
-        return x.mean(1, keepdim=True) + 1.0  # 0 (black) ... 2 (white) with the (x - 0.5) / 0.5 scaling
-
-    def forward_head(self, f, pre_logits=False):
-        p = f.mean((2, 3))
-        return p if pre_logits else self.fc(p)
-
-    def get_classifier(self):
-        return self.fc
-
-    def forward(self, x):
-        return self.forward_head(self.forward_features(x))
 
 
 INFO = ModelInfo("bright", ("bright", "dark"), Preprocess(size=(32, 32), mean=(0.5,) * 3, std=(0.5,) * 3))

@@ -13,22 +13,16 @@ from camloc.cli import main
 from camloc.compare import compare_methods, parse_method_list, time_methods
 from camloc.errors import CamlocValueError
 from camloc.evaluate import evaluate_samples
+from conftest import synthetic_run
 
 
 @pytest.fixture(scope="module")
 def boxed(tmp_path_factory) -> tuple[Path, Path, list, object, object]:
-    from camloc.checkpoint import Architecture, load_checkpoint, save_checkpoint
+    from camloc.checkpoint import load_checkpoint
     from camloc.data.annotations import read_dataset
-    from camloc.data.synthetic import make_synthetic_dataset
-    from camloc.models.paper import build_gap_network
 
-    root = tmp_path_factory.mktemp("compare")
-    ds = make_synthetic_dataset(root / "syn", num_classes=2, train_per_class=1, val_per_class=4, image_size=32)
-    torch.manual_seed(0)
-    model, info = build_gap_network("tiny_gap", 2, categories=("a", "b"), img_size=32)
-    arch = Architecture("gap_network", dict(info.extra["build"]))
-    ckpt = save_checkpoint(root / "tiny.pt", architecture=arch, state_dict=model.state_dict(), info=info)
-    labels = Path(ds.root) / "val" / "labels.csv"
+    root, ckpt = synthetic_run(tmp_path_factory.mktemp("compare"), val_per_class=4)
+    labels = root / "val" / "labels.csv"
     model, info = load_checkpoint(ckpt)
     return labels, ckpt, list(read_dataset(labels).samples), model, info
 

@@ -9,37 +9,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
 from camloc.data.annotations import Sample
 from camloc.evaluate import evaluate_samples
 from camloc.models.registry import ModelInfo, Preprocess
-
-
-class BrightSpot(nn.Module):
-    """Class 0 = 'bright', class 1 = 'dark': features are the image's brightness, so CAM of class 0 is the
-    brightness map and its box is the bright square."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc = nn.Linear(1, 2)
-        with torch.no_grad():
-            self.fc.weight.copy_(torch.tensor([[1.0], [-1.0]]))
-            self.fc.bias.copy_(torch.tensor([-0.1, 0.1]))
-        self.cam_pool = "avg"
-
-    def forward_features(self, x):
-        return x.mean(1, keepdim=True) + 1.0  # >= 0 with the (x - 0.5) / 0.5 scaling
-
-    def forward_head(self, f, pre_logits=False):
-        p = f.mean((2, 3))
-        return p if pre_logits else self.fc(p)
-
-    def get_classifier(self):
-        return self.fc
-
-    def forward(self, x):
-        return self.forward_head(self.forward_features(x))
+from conftest import BrightSpot
 
 
 def _write(tmp: Path, name: str, box: tuple[int, int, int, int], size=(64, 48)) -> Path:

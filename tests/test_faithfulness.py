@@ -35,6 +35,7 @@ from camloc.faithfulness import (
     pointing_game,
 )
 from camloc.models.registry import ModelInfo, Preprocess
+from conftest import BrightSpot
 
 
 def sig(z: float) -> float:
@@ -288,29 +289,9 @@ def test_accumulator_equals_the_batch_functions():
 # ---------------------------------------------------------------------------------------------- evaluate / CLI
 
 
-class BrightSpot(nn.Module):
-    """Class 0 = 'bright', class 1 = 'dark'; CAM of class 0 is the brightness map (as in test_evaluate.py)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc = nn.Linear(1, 2)
-        with torch.no_grad():
-            self.fc.weight.copy_(torch.tensor([[4.0], [-4.0]]))
-            self.fc.bias.copy_(torch.tensor([-2.0, 2.0]))
-        self.cam_pool = "avg"
-
-    def forward_features(self, x):
-        return x.mean(1, keepdim=True) + 1.0
-
-    def forward_head(self, f, pre_logits=False):
-        p = f.mean((2, 3))
-        return p if pre_logits else self.fc(p)
-
-    def get_classifier(self):
-        return self.fc
-
-    def forward(self, x):
-        return self.forward_head(self.forward_features(x))
+def _bright() -> BrightSpot:
+    """The brightness model with logits 4 (p, -p) + (-2, 2)."""
+    return BrightSpot(4.0, 2.0).eval()
 
 
 INFO = ModelInfo("bright", ("bright", "dark"), Preprocess(size=(16, 16), mean=(0.5,) * 3, std=(0.5,) * 3))
@@ -335,7 +316,7 @@ def _samples(tmp: Path) -> list[Sample]:
 
 def test_evaluate_samples_with_faithfulness(tmp_path: Path):
     cfg = FaithfulnessConfig(steps=8, tolerance=15.0)
-    res = evaluate_samples(_samples(tmp_path), BrightSpot().eval(), INFO, batch_size=2, workers=0, faithfulness=cfg)
+    res = evaluate_samples(_samples(tmp_path), _bright(), INFO, batch_size=2, workers=0, faithfulness=cfg)
     f = res.faithfulness
     assert f is not None and f.n_images == 2 and f.n_box_images == 2
     rows = [r["faithfulness"] for r in res.per_image]
@@ -348,7 +329,7 @@ def test_evaluate_samples_with_faithfulness(tmp_path: Path):
     assert f.insertion_curve[-1] == pytest.approx(f.deletion_curve[0], abs=1e-9)
     assert f.metrics["deletion_auc"] == pytest.approx(np.mean([r["deletion_auc"] for r in rows]))
     assert f.metrics["pointing_game"] == 0.5
-    plain = evaluate_samples(_samples(tmp_path), BrightSpot().eval(), INFO, batch_size=2, workers=0)
+    plain = evaluate_samples(_samples(tmp_path), _bright(), INFO, batch_size=2, workers=0)
     assert plain.faithfulness is None and "faithfulness" not in plain.per_image[0]
     assert plain.metrics == {k: v for k, v in res.metrics.items()}  # the other numbers do not move
 
@@ -361,7 +342,7 @@ def test_cli_evaluate_faithfulness(tmp_path: Path, monkeypatch, capsys):
     csv = tmp_path / "boxes.csv"
     csv.write_text("file,class_idx,x0,y0,x1,y1\n" + "".join(
         f"{s.path.name},{s.class_idx},{','.join(str(int(v)) for v in s.boxes[0])}\n" for s in samples))  # fmt: skip
-    monkeypatch.setattr(camloc.cli, "load_model_from_args", lambda args: (BrightSpot().eval(), INFO))
+    monkeypatch.setattr(camloc.cli, "load_model_from_args", lambda args: (_bright(), INFO))
     out = tmp_path / "ev"
     argv = ["evaluate", str(csv), "--format", "csv", "--out", str(out), "--quiet", "--json", "--workers", "0"]
     assert main([*argv, "--faithfulness", "--faithfulness-steps", "8"]) == 0

@@ -18,7 +18,7 @@ from camloc.methods import get_method, list_methods, parse_method_args, register
 from camloc.methods.agnostic import principal_maps
 from camloc.methods.resolution import dilate_last_stages
 from camloc.models.registry import ModelInfo, Preprocess
-from conftest import TinyGap
+from conftest import TinyGap, synthetic_run
 
 INFO = ModelInfo("tiny", tuple("abcde"), Preprocess(size=(32, 32)))
 REQUIRED = {"cam", "backprop", "flip", "multiscale", "ensemble", "hires", "dilate", "pca", "ddt", "cam+pca",
@@ -447,17 +447,7 @@ def test_a_missing_compare_extra_names_the_install_line(tiny_model, monkeypatch)
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> tuple[Path, Path]:
-    from camloc.checkpoint import Architecture, save_checkpoint
-    from camloc.data.synthetic import make_synthetic_dataset
-    from camloc.models.paper import build_gap_network
-
-    root = tmp_path_factory.mktemp("methods")
-    ds = make_synthetic_dataset(root / "syn", num_classes=2, train_per_class=1, val_per_class=2, image_size=32)
-    torch.manual_seed(0)
-    model, info = build_gap_network("tiny_gap", 2, categories=("a", "b"), img_size=32)
-    arch = Architecture("gap_network", dict(info.extra["build"]))
-    ckpt = save_checkpoint(root / "tiny.pt", architecture=arch, state_dict=model.state_dict(), info=info)
-    return Path(ds.root), ckpt
+    return synthetic_run(tmp_path_factory.mktemp("methods"))
 
 
 def test_cli_method_flags_end_to_end(tiny_run, tmp_path: Path, capsys) -> None:
