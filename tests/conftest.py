@@ -7,7 +7,27 @@ import torch
 from torch import nn
 
 
-class TinyGap(nn.Module):
+class GapHead(nn.Module):
+    """The timm head contract over ``forward_features``: global pool (``cam_pool``: ``avg``, the default; any
+    other value: max) -> ``self.fc``. Subclasses define ``fc`` and ``forward_features``."""
+
+    fc: nn.Module
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward_head(self, f: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        p = f.mean((2, 3)) if getattr(self, "cam_pool", "avg") == "avg" else f.amax((2, 3))
+        return p if pre_logits else self.fc(p)
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+class TinyGap(GapHead):
     """Conv trunk -> global pool -> linear, following the timm head contract."""
 
     def __init__(self, num_classes: int = 5, channels: int = 8, pool: str = "avg") -> None:
@@ -20,16 +40,6 @@ class TinyGap(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.trunk(x)
-
-    def forward_head(self, f: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        p = f.mean((2, 3)) if self.cam_pool == "avg" else f.amax((2, 3))
-        return p if pre_logits else self.fc(p)
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @pytest.fixture
@@ -63,7 +73,7 @@ def synthetic_run(root, *, val_per_class: int = 2):
     return Path(ds.root), ckpt
 
 
-class BrightSpot(nn.Module):
+class BrightSpot(GapHead):
     """Class 0 = 'bright', class 1 = 'dark': the features are the image's brightness (``mean_rgb(x) + 1``, 0 for
     black ... 2 for white with the (x - 0.5) / 0.5 scaling), so the CAM of class 0 is the brightness map, times
     ``gain``, and its box is the bright region. Logits: ``gain * (p, -p) + (-bias, bias)`` with ``p`` the mean."""
@@ -78,13 +88,3 @@ class BrightSpot(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return x.mean(1, keepdim=True) + 1.0
-
-    def forward_head(self, f: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        p = f.mean((2, 3))
-        return p if pre_logits else self.fc(p)
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))

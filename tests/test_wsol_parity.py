@@ -14,10 +14,11 @@ from torch import nn
 from camloc.data.annotations import Sample
 from camloc.evaluate import evaluate_samples
 from camloc.models.registry import ModelInfo, Preprocess
+from conftest import GapHead
 from reference import wsolevaluation as ref
 
 
-class Blobby(nn.Module):
+class Blobby(GapHead):
     """Fixed random 3x3 conv -> ReLU -> 8x8 average pool (224 -> 28) -> GAP -> linear (timm head contract)."""
 
     def __init__(self) -> None:
@@ -34,16 +35,6 @@ class Blobby(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(torch.relu(self.conv(x)))
-
-    def forward_head(self, f: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        p = f.mean((2, 3))
-        return p if pre_logits else self.fc(p)
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _scene(path: Path, size: tuple[int, int], blobs: list[tuple[int, int, int, int]], seed: int) -> None:
