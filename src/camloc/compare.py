@@ -100,7 +100,7 @@ class MethodRow:
         return {
             "label": self.label,
             "method": self.method,
-            "method_args": {k: _plain(v) for k, v in self.method_args.items()},
+            "method_args": dict(self.method_args),  # as written: parse_method_list keeps the strings
             "images": self.images,
             "metrics": self.metrics,
             "breakdown": self.breakdown,
@@ -108,12 +108,6 @@ class MethodRow:
             "seconds_per_image": self.seconds_per_image,
             "relative_time": self.relative_time,
         }
-
-
-def _plain(v: Any) -> Any:
-    from camloc.methods.registry import format_method_value
-
-    return format_method_value(v) if isinstance(v, tuple) else v
 
 
 @dataclass(frozen=True)
