@@ -82,3 +82,14 @@ def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
     if value not in choices:
         fail(name, "one of " + ", ".join(repr(c) for c in choices), value)
     return value
+
+
+def describe_load_error(e: BaseException) -> str:
+    """A short reason why a file could not be unpickled (torch.load's own message suggests unsafe loading)."""
+    text = str(e).strip()
+    if "Weights only load failed" in text:
+        return "not a file of tensors and plain values (torch.load with weights_only=True refuses it)"
+    if isinstance(e, KeyError | EOFError | UnicodeDecodeError) or type(e).__name__ == "UnpicklingError":
+        return "not a torch.save file: corrupt, or a file of another kind"
+    first = text.splitlines()[0][:160] if text else ""
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__

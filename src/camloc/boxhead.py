@@ -55,7 +55,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from camloc._checks import check_choice, check_number, check_tensor, fail
+from camloc._checks import check_choice, check_number, check_tensor, describe_load_error, fail
 from camloc.errors import CamlocError, CamlocValueError
 from camloc.models.info import ModelInfo, Preprocess
 
@@ -723,7 +723,7 @@ def load_box_head(path: str | os.PathLike[str]) -> BoxHead:
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # any unpickling failure: not a box-head file
-        fail("box_head", "a box-head file written by camloc boxhead", f"{p} ({type(e).__name__}: {e})")
+        fail("box_head", "a box-head file written by camloc boxhead", f"{p} ({describe_load_error(e)})")
     if not isinstance(obj, dict) or obj.get("format") != FILE_FORMAT:
         fail("box_head", f"a {FILE_FORMAT!r} file (camloc boxhead --out)", f"{p}, which is not one")
     if obj.get("schema_version") != SCHEMA_VERSION:
@@ -933,6 +933,7 @@ def register(p: Any) -> None:
                    help="pseudo: CAM boxes of the top-1 class on unlabelled images; boxes: GT boxes")  # fmt: skip
     _model_args(p)
     p.add_argument("--out", type=Path, default=Path("boxhead.pt"), help="the head's file (default boxhead.pt)")
+    p.set_defaults(_out_is_folder=False)
     p.add_argument("--threshold", type=float, default=0.2, help="pseudo: the CAM box threshold (default 0.2)")
     p.add_argument("--format", default="auto", choices=FORMAT_CHOICES, help="boxes: annotation format")
     p.add_argument("--split", default=None, help="boxes: data-set split where the format has several")

@@ -62,6 +62,7 @@ from camloc.boxes import (
     otsu_threshold,
     rule_boxes,
 )
+from camloc.errors import CamlocError
 
 __all__ = [
     "OBJECTIVES",
@@ -670,7 +671,23 @@ class Calibration:
         for key in ("rule", "method"):
             if key not in d:
                 fail("calibration", f"an object with a {key!r} entry", f"keys {sorted(d)}")
+        try:
+            return cls._from_checked_dict(d)
+        except CamlocError:
+            raise
+        except (TypeError, ValueError) as e:  # a hand-edited or foreign file: name the file's problem, no traceback
+            fail("calibration", "a file written by camloc calibrate", f"a malformed entry ({type(e).__name__}: {e})")
+
+    @classmethod
+    def _from_checked_dict(cls, d: dict[str, Any]) -> Calibration:
         cv = d.get("cv_score")
+        for key, kind in (("method_args", dict), ("data", dict), ("baseline", dict), ("image_keys", list)):
+            if d.get(key) is not None and not isinstance(d[key], kind):
+                fail("calibration", f"a file whose {key!r} is a JSON {kind.__name__}", repr(d[key])[:80])
+        if d.get("candidates") is not None and not isinstance(d["candidates"], list):
+            fail("calibration", "a file whose 'candidates' is a JSON list", repr(d["candidates"])[:80])
+        if not isinstance(d["method"], str):
+            fail("calibration", "a file whose 'method' is a method name", repr(d["method"])[:80])
         return cls(
             rule=BoxRule.from_dict(d["rule"]),
             method=d["method"],
@@ -708,6 +725,8 @@ def load_calibration(path: str | os.PathLike[str]) -> Calibration:
         text = p.read_text(encoding="utf-8")
     except OSError as e:
         fail("calibration", "a readable calib.json file", f"{p} ({e.strerror or e})")
+    except UnicodeDecodeError:
+        fail("calibration", "a JSON file written by camloc calibrate", f"{p} (not UTF-8 text)")
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as e:

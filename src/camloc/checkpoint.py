@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from camloc._checks import fail
+from camloc._checks import describe_load_error, fail
 from camloc.errors import CamlocValueError
 from camloc.models.info import ModelInfo
 
@@ -165,7 +165,9 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # a foreign or corrupt file
-        raise CamlocValueError(f"`checkpoint` must be a camloc checkpoint; could not read {p}: {e}") from e
+        raise CamlocValueError(
+            f"`checkpoint` must be a camloc checkpoint; could not read {p} ({describe_load_error(e)})"
+        ) from e
     if not is_checkpoint(obj):
         fail("checkpoint", f"a camloc checkpoint (format {FORMAT!r})", f"another file: {p}")
     return _from_dict(obj, p)

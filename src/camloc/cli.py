@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 import time
 import traceback
@@ -348,6 +349,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
             journal.finish()
     except KeyboardInterrupt as e:
         return rs.interrupted(e, journal.close, out_dir)
+    except CamlocError:  # a bad option found at the first batch: a fresh run that recorded nothing leaves no files
+        journal.discard_if_unused()
+        raise
     except BaseException:
         journal.close()
         raise
@@ -437,6 +441,7 @@ def register_explain(p: argparse.ArgumentParser) -> None:
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--threshold", type=float, default=0.2, help="fraction of each map's max (default 0.2)")
     p.add_argument("--out", type=Path, default=Path("camloc_out"), help="output folder (default camloc_out)")
+    p.set_defaults(_out_is_folder=True)
     p.add_argument("--max-side", type=int, default=512, help="longest side of the overlay PNGs (default 512)")
     p.add_argument("--no-images", action="store_true", help="write only results.jsonl and manifest.json")
     p.add_argument(
@@ -488,7 +493,7 @@ def register_synthetic(p: argparse.ArgumentParser) -> None:
         help="--kind text: Pillow's font and the .ttf/.otf fonts in DIR instead of the system's",
     )
     p.add_argument("--max-words", type=int, default=2, help="--kind text: at most this many words per image")
-    p.set_defaults(func=cmd_synthetic)
+    p.set_defaults(func=cmd_synthetic, _out_is_folder=True)
 
 
 #: Every ``camloc`` command: (name, ``"module:function"`` filling its sub-parser, one-line help), in help order.
@@ -567,13 +572,71 @@ def main(argv: Sequence[str] | None = None) -> int:
     if hasattr(args, "threshold") and args.threshold is not None and not 0 <= args.threshold <= 1:
         print(f"camloc: error: `--threshold` must be in [0, 1]; got {args.threshold}", file=sys.stderr)
         return 2
+    problem = _check_common_args(args)
+    if problem:
+        print(f"camloc: error: {problem}", file=sys.stderr)
+        return 2
     try:
         return int(args.func(args))
     except CamlocError as e:  # a user error: one line; anything else is a bug and keeps its traceback
         if args.debug:
             traceback.print_exc()
-        print(f"camloc: error: {e}", file=sys.stderr)
+        print(f"camloc: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except OSError as e:  # a file the user named cannot be written or read (exists, is a folder, no permission)
+        if args.debug:
+            traceback.print_exc()
+        where = f": {e.filename}" if e.filename else ""
+        print(f"camloc: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
+
+
+def _one_line(e: BaseException) -> str:
+    """The user's message of ``e``: a camloc error re-raised by a DataLoader worker carries the worker's traceback
+    in its text; keep only the original message (its last line, after the exception's class name)."""
+    text = str(e)
+    if "\nOriginal Traceback" in text:
+        last = text.rstrip().splitlines()[-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return text
+
+
+def _check_common_args(args: argparse.Namespace) -> str | None:
+    """One message for a bad value of an option shared by several commands (``None`` when all are fine)."""
+    workers = getattr(args, "workers", None)
+    if isinstance(workers, int) and workers < 0:
+        return f"`--workers` must be >= 0; got {workers}"
+    device = getattr(args, "device", None)
+    if isinstance(device, str) and device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            return f"`--device` {device} was asked for but no CUDA device is available"
+    for name in ("out", "cache"):
+        path = getattr(args, name, None)
+        if isinstance(path, (str, Path)):
+            problem = _writable_problem(
+                Path(path), folder=True if name == "cache" else getattr(args, "_out_is_folder", None)
+            )
+            if problem:
+                return f"`--{name}` {problem}"
+    return None
+
+
+def _writable_problem(path: Path, *, folder: bool | None) -> str | None:
+    """Why ``path`` cannot be written as an output (``folder``: True a folder, False a file, None either)."""
+    if folder is True and path.exists() and not path.is_dir():
+        return f"must be a folder; got the existing file {path}"
+    if folder is False and path.is_dir():
+        return f"must be a file path; got the existing folder {path}"
+    parent = path if folder is True and path.is_dir() else path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"must be under a folder; {parent} is a file"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"must be writable; cannot write in {parent}"
+    return None
 
 
 def entry() -> None:  # console-script entry point

@@ -52,6 +52,7 @@ def register(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--limit", type=int, default=None, help="use only the first N images")
     p.add_argument("--out", type=Path, default=Path("calib.json"), help="output file (default calib.json)")
+    p.set_defaults(_out_is_folder=False)
     p.add_argument("--json", action="store_true", help="print calib.json on stdout")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_calibrate)

@@ -39,6 +39,7 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-batch", type=int, default=8, help="images in the timed batch (default 8)")
     p.add_argument("--rounds", type=int, default=3, help="timed rounds, median taken (default 3)")
     p.add_argument("--out", type=Path, default=Path("camloc_compare"), help="folder for comparison.md / .json")
+    p.set_defaults(_out_is_folder=True)
     p.add_argument("--json", action="store_true", help="print comparison.json on stdout instead of the table")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_compare)

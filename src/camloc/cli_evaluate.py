@@ -40,6 +40,7 @@ def register(p: argparse.ArgumentParser) -> None:
                    help="a learned box head (camloc boxhead): its box replaces the CAM box of the localization "
                    "metrics; MaxBoxAcc(V2)/PxAP stay the CAM's")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("camloc_eval"))
+    p.set_defaults(_out_is_folder=True)
     p.add_argument("--json", action="store_true", help="print metrics.json on stdout")
     p.add_argument("--quiet", action="store_true")
     from camloc.cli_zoom import add_zoom_args
@@ -151,6 +152,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             )  # fmt: skip
     except KeyboardInterrupt as e:
         return rs.interrupted(e, ckpt.close, out)
+    except CamlocError:  # a bad option or data found at the first batch: a fresh run leaves no files
+        ckpt.discard_if_unused()
+        raise
     except BaseException:
         ckpt.close()
         raise

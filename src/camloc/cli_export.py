@@ -49,6 +49,7 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", default="onnx", choices=("onnx",), help="export format (default onnx)")
     p.add_argument("--topk", type=int, default=5, help="K: classes per image whose maps the graph outputs")
     p.add_argument("--out", type=Path, default=Path("model.onnx"), help="output file (default model.onnx)")
+    p.set_defaults(_out_is_folder=False)
     p.add_argument(
         "--upsample",
         nargs="?",

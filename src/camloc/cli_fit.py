@@ -28,6 +28,7 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", type=Path, metavar="DATA", help="ImageFolder, Tiny-ImageNet layout or camloc CSV")
     _model_args(p)
     p.add_argument("--out", type=Path, default=Path("camloc_fit"), help="run folder (default camloc_fit)")
+    p.set_defaults(_out_is_folder=True)
     p.add_argument("--cache", type=Path, default=None, help="feature cache folder (default OUT/cache)")
     p.add_argument("--classifier", default="logreg", choices=("logreg", "svm"))
     p.add_argument(

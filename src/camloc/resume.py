@@ -409,6 +409,19 @@ class ResultJournal:
         self.results.close()
         self.fails.close()
 
+    def discard_if_unused(self) -> bool:
+        """Close; and when this was a fresh run that recorded nothing (it failed at its first batch, e.g. on a bad
+        option), remove its run files and ``out_dir`` if left empty, so no half-made run is left. ``True`` if so."""
+        self.close()
+        if self._state is not None or self.results.lines + self.results.pending or self.failures:
+            return False
+        for p in (self.state_path, self.results.path, self.fails.path):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(p)
+        with contextlib.suppress(OSError):
+            self.out.rmdir()  # only if empty: a folder that held other files stays
+        return True
+
 
 # ----------------------------------------------------------------------------------------------------------
 # evaluate
@@ -441,6 +454,7 @@ class EvalCheckpoint:
         self.resume = resume
         self._batches = 0
         self._written = 0
+        self._fresh = True
 
     def restore(self, state: Any, failures: list[dict[str, str]]) -> int:
         """Fill ``state`` (the evaluation's accumulators) and ``failures`` from the last checkpoint; return the
@@ -452,6 +466,7 @@ class EvalCheckpoint:
             except Exception as e:
                 raise CamlocValueError(f"`--resume` needs a readable evaluation state in {self.path}; {e}") from e
             check_same_options(saved["options"], self.options, self.out)
+        self._fresh = saved is None or saved["state"] is None
         if saved is None or saved["state"] is None:
             with _critical():
                 self._save_blob(None, [], 0)
@@ -501,6 +516,19 @@ class EvalCheckpoint:
 
     def close(self) -> None:
         self.journal.close()
+
+    def discard_if_unused(self) -> bool:
+        """Close; and when this fresh evaluation failed before its first batch was checkpointed (e.g. on a bad
+        option), remove its state, journal and ``out_dir`` if left empty. ``True`` if so."""
+        self.close()
+        if not self._fresh or self._batches or self._written:
+            return False
+        for p in (self.path, self.journal.path):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(p)
+        with contextlib.suppress(OSError):
+            self.out.rmdir()
+        return True
 
 
 def completed_run(manifest: Path, command: str, options: dict[str, Any], keys: Sequence[str]) -> dict[str, Any] | None:

@@ -392,6 +392,7 @@ def register(p: Any) -> None:
     p.add_argument("--threshold", type=float, default=0.5, help="unit-map threshold, fraction of its max")
     p.add_argument("--split", default="all", choices=("all", "train", "val"), help="which images of DATA")
     p.add_argument("--out", type=Path, default=Path("camloc_units"))
+    p.set_defaults(_out_is_folder=True)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_units)
 

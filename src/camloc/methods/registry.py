@@ -12,6 +12,7 @@ given by the caller override the preset's.
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -50,6 +51,9 @@ class Param:
     help: str = ""
     choices: tuple[str, ...] | None = None
     low: float | None = None
+    high: float | None = None
+    #: the value names a file or folder on the machine running camloc (the web app refuses it from clients)
+    server_path: bool = False
 
     def convert(self, value: Any, *, method: str, option: str) -> Any:
         """``value`` (a string from the command line, or a Python value) as this parameter's type."""
@@ -61,7 +65,12 @@ class Param:
         if self.choices is not None and (out not in self.choices):
             fail(option, bad, f"{self.name}={value!r}")
         nums = out if isinstance(out, tuple) else (out,)
-        if self.low is not None and any(isinstance(v, int | float) and v < self.low for v in nums):
+        numbers = [v for v in nums if isinstance(v, int | float) and not isinstance(v, bool)]
+        if any(not math.isfinite(v) for v in numbers):
+            fail(option, bad.replace(": a number", ": a finite number"), f"{self.name}={value!r}")
+        if self.low is not None and any(v < self.low for v in numbers):
+            fail(option, bad, f"{self.name}={value!r}")
+        if self.high is not None and any(v > self.high for v in numbers):
             fail(option, bad, f"{self.name}={value!r}")
         if self.kind == "method":
             name = out[0] if isinstance(out, tuple) else out
@@ -120,8 +129,12 @@ def _expected(p: Param) -> str:
     }[p.kind]
     if p.choices:
         what = "one of " + ", ".join(p.choices)
-    if p.low is not None:
+    if p.low is not None and p.high is not None:
+        what += f" (in [{p.low}, {p.high}])"
+    elif p.low is not None:
         what += f" (>= {p.low})"
+    elif p.high is not None:
+        what += f" (<= {p.high})"
     return what
 
 
@@ -142,6 +155,10 @@ class MethodEntry:
         return f(model, info, **args)
 
 
+#: Largest input enlargement a method accepts (8x a 224 px input is 1792 px); nested ``NAME(...)`` depth limit.
+MAX_SCALE = 8.0
+MAX_NESTING = 4
+
 _BASE = Param("base", "method", "cam", "the method run on each view / member / input")
 _SIGN = Param("sign", "str", "cam", "sign of the principal component: agree with the class map, or positive mass",
               choices=("cam", "mass"))  # fmt: skip
@@ -160,11 +177,12 @@ BUILTIN: tuple[MethodEntry, ...] = (
                 _M + "basic:build_backprop"),
     MethodEntry("flip", "test-time horizontal flip: maps flipped back, fused at input resolution; logits averaged",
                 _M + "tta:build_tta",
-                (_BASE, Param("flip", "bool", True), Param("scales", "floats", (1.0,), low=0.05),
+                (_BASE, Param("flip", "bool", True), Param("scales", "floats", (1.0,), low=0.05, high=MAX_SCALE),
                  Param("fuse", "str", "mean", choices=("mean", "max")), *_VIEW_PARAMS)),
     MethodEntry("multiscale", "test-time scales (default 0.75,1,1.25): maps fused at input resolution",
                 _M + "tta:build_tta",
-                (_BASE, Param("flip", "bool", False), Param("scales", "floats", (0.75, 1.0, 1.25), low=0.05),
+                (_BASE, Param("flip", "bool", False),
+                 Param("scales", "floats", (0.75, 1.0, 1.25), low=0.05, high=MAX_SCALE),
                  Param("fuse", "str", "mean", choices=("mean", "max")), *_VIEW_PARAMS)),
     MethodEntry("ensemble", "several registry models (default lite0,lite1,lite2): normalised maps averaged, "
                 "probabilities averaged", _M + "tta:build_ensemble",
@@ -172,33 +190,36 @@ BUILTIN: tuple[MethodEntry, ...] = (
                  Param("norm", "str", "max", choices=("max", "minmax")))),
     MethodEntry("hires", "the base method on an input enlarged by `scale` (default 2): a finer map grid",
                 _M + "resolution:build_hires",
-                (Param("scale", "float", 2.0, low=0.05), _BASE,
+                (Param("scale", "float", 2.0, low=0.05, high=MAX_SCALE), _BASE,
                  Param("logits", "str", "scaled", help="classify the enlarged input or the input itself",
                        choices=("scaled", "input")))),
     MethodEntry("dilate", "the last stride-2 stage(s) turned into dilation: 2x (4x) finer maps, same weights",
-                _M + "resolution:build_dilate", (Param("stages", "int", 1, low=1), _BASE)),
+                _M + "resolution:build_dilate", (Param("stages", "int", 1, low=1, high=4), _BASE)),
     MethodEntry("affinity", "the class map of a 1.5x input spread by a random walk over a stride-16 layer's "
                 "feature affinities", _M + "affinity:build_affinity",
-                (Param("scale", "float", 1.5, "input enlargement for the maps and the affinities", low=0.05),
+                (Param("scale", "float", 1.5, "input enlargement for the maps and the affinities", low=0.05,
+                       high=MAX_SCALE),
                  Param("layer", "str", "auto", "module whose features give the affinities (auto: the stride-16 "
                        "stage)"),
-                 Param("beta", "float", 8.0, "affinity = max(0, cosine) ** beta", low=0.0),
-                 Param("iters", "int", 4, "random-walk steps", low=0),
+                 Param("beta", "float", 8.0, "affinity = max(0, cosine) ** beta", low=0.0, high=64.0),
+                 Param("iters", "int", 4, "random-walk steps", low=0, high=64),
                  Param("logits", "str", "input", "classify the input itself or the enlarged input",
                        choices=("input", "scaled")))),
     MethodEntry("pca", "class-agnostic: first principal component of the image's features (CAM Back Again)",
                 _M + "agnostic:build_pca", (_SIGN,)),
     MethodEntry("ddt", "class-agnostic: principal component of features over a set (DDT; batch, or fit=FOLDER)",
-                _M + "agnostic:build_ddt", (_SIGN, Param("fit", "str", ""), Param("limit", "int", 256, low=1))),
+                _M + "agnostic:build_ddt", (_SIGN, Param("fit", "str", "", server_path=True),
+                                           Param("limit", "int", 256, low=1, high=100_000))),
     MethodEntry("cam+pca", "class map combined with the principal-component map (combine=product|mean|max)",
                 _M + "agnostic:build_cam_pca",
                 (Param("combine", "str", "product", choices=("product", "mean", "max")),
-                 Param("weight", "float", 0.5, low=0.0), Param("norm", "str", "minmax", choices=("max", "minmax")),
+                 Param("weight", "float", 0.5, low=0.0),
+                 Param("norm", "str", "minmax", choices=("max", "minmax")),
                  _SIGN)),
     MethodEntry("gradcam", "Grad-CAM (torchcam) at camloc's trunk output", _M + "adapters:build_gradcam"),
     MethodEntry("gradcam++", "Grad-CAM++ (torchcam) at camloc's trunk output", _M + "adapters:build_gradcampp"),
     MethodEntry("scorecam", "Score-CAM (torchcam): one forward per feature channel, slow",
-                _M + "adapters:build_scorecam", (Param("batch_size", "int", 32, low=1),)),
+                _M + "adapters:build_scorecam", (Param("batch_size", "int", 32, low=1, high=4096),)),
     MethodEntry("layercam", "Layer-CAM (torchcam) at camloc's trunk output", _M + "adapters:build_layercam"),
     MethodEntry("eigencam", "Eigen-CAM (grad-cam): class-agnostic principal component, ReLU, min-max",
                 _M + "adapters:build_eigencam"),
@@ -273,6 +294,8 @@ def split_args(text: str, *, sep: str = ";") -> list[str]:
     for i, c in enumerate(text):
         if c == "(":
             depth += 1
+            if depth > MAX_NESTING:
+                fail("method_args", f"methods nested at most {MAX_NESTING} deep", repr(text[:80]))
         elif c == ")":
             depth -= 1
             if depth < 0:

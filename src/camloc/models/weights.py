@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from camloc._checks import fail
+from camloc._checks import describe_load_error, fail
 from camloc.errors import CamlocValueError
 
 __all__ = ["describe_key_mismatch", "load_state_dict_file", "load_weights_strict"]
@@ -30,7 +30,9 @@ def load_state_dict_file(path: str | Path) -> dict[str, Any]:
         else:
             obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt / foreign file
-        raise CamlocValueError(f"`weights` must be a torch or safetensors checkpoint; could not read {p}: {e}") from e
+        raise CamlocValueError(
+            f"`weights` must be a torch or safetensors checkpoint; could not read {p} ({describe_load_error(e)})"
+        ) from e
     for key in ("state_dict", "model", "model_state", "ema"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]

@@ -36,6 +36,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weight-decay", type=float, default=d.weight_decay)
     parser.add_argument("--img-size", type=int, help="input side (default: the architecture's)")
     parser.add_argument("--out", type=Path, default=Path(d.out_dir), help=f"checkpoint folder (default {d.out_dir})")
+    parser.set_defaults(_out_is_folder=True)
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     parser.add_argument("--device", default=d.device, help="auto | cpu | cuda | cuda:N (default auto)")
     parser.add_argument("--amp", action="store_true", help="mixed precision (fp16 on CUDA, bf16 on CPU)")
