@@ -317,6 +317,22 @@ def _post(client: TestClient, payload: bytes, name: str = "x.jpg", **data: str):
         (COFFEE, {"model": "lite9"}, 422, "`model` must be one of the served models"),
         (COFFEE, {"classes": "cup,not-a-class"}, 422, "`classes`"),
         (COFFEE, {"classes": "1000"}, 422, "`classes`"),
+        (COFFEE, {"method": "affinity", "method_args": "scale=nan"}, 422, "a finite number"),
+        (COFFEE, {"method": "hires", "method_args": "scale=inf"}, 422, "a finite number"),
+        (COFFEE, {"method": "hires", "method_args": "scale=1e9"}, 422, "in [0.05, 8.0]"),
+        (COFFEE, {"method": "flip", "method_args": "scales=1,nan"}, 422, "`method_args`"),
+        (COFFEE, {"method": "flip", "method_args": "base=affinity(scale=nan)"}, 422, "a finite number"),
+        (COFFEE, {"method": "affinity", "method_args": "iters=1000000000"}, 422, "in [0, 64]"),
+        (COFFEE, {"method": "dilate", "method_args": "stages=6"}, 422, "in [1, 4]"),
+        (
+            COFFEE,
+            {"method": "multiscale", "method_args": "base=multiscale(scales=1;" * 50 + "base=cam" + ")" * 50},
+            422,
+            "nested at most 4 deep",
+        ),
+        (COFFEE, {"method": "ddt", "method_args": "fit=/etc"}, 422, "a path on the server"),
+        (COFFEE, {"method": "flip", "method_args": "base=ddt(fit=../../tmp)"}, 422, "a path on the server"),
+        (COFFEE, {"classes": "CARDIGAN"}, 422, "use the exact spelling or the index"),
     ],
 )
 def test_explain_errors(client: TestClient, payload: bytes, data: dict, status: int, text: str) -> None:
@@ -324,6 +340,34 @@ def test_explain_errors(client: TestClient, payload: bytes, data: dict, status: 
     assert r.status_code == status, r.text
     assert r.headers["content-type"] == "application/json"
     assert set(r.json()) == {"error"} and text in r.json()["error"]
+
+
+def test_malformed_multipart_is_a_json_error(client: TestClient) -> None:
+    # the form parser's own (Starlette) errors get the app's {"error": ...} body, like every other error
+    r = client.post("/api/explain", content=b"x", headers={"content-type": "multipart/form-data"})
+    assert r.status_code == 400 and set(r.json()) == {"error"} and "boundary" in r.json()["error"]
+
+
+def test_class_names_exact_spelling_first() -> None:
+    cats = ["Cardigan", "cup", "cardigan", "Dog"]
+    assert parse_classes("Cardigan,cardigan", cats) == [0, 2]  # two classes that differ only in case
+    assert parse_classes("CUP,dog", cats) == [1, 3]  # otherwise names match case-insensitively
+    with pytest.raises(CamlocError, match=r"'Cardigan' \(0\), 'cardigan' \(2\)"):
+        parse_classes("CARDIGAN", cats)
+    with pytest.raises(CamlocError, match="`classes`"):
+        parse_classes("\u0661", cats)  # a non-ASCII digit is not an index
+
+
+def test_method_producers_are_bounded_per_model(engine: Engine) -> None:
+    from camloc.serve import engine as engine_module
+
+    x = _png(64, 48, seed=3)
+    for k in range(engine_module.MAX_PRODUCERS + 3):
+        engine.explain(x, method="affinity", method_args=f"iters={k}", topk=1)
+    loaded = next(iter(engine._models.values()))
+    keys = list(loaded.producers)
+    assert len(keys) == engine_module.MAX_PRODUCERS
+    assert keys[-1][0] == "affinity" and ("iters", str(engine_module.MAX_PRODUCERS + 2)) in keys[-1][1]
 
 
 def test_missing_file_is_422(client: TestClient) -> None:

@@ -314,6 +314,12 @@ def parse_method_spec(text: str) -> str | tuple[str, dict[str, str]]:
     ``("NAME", {"k": "v", ...})`` (values stay strings; nested specs are allowed). The inverse of how
     ``camloc methods`` shows such values."""
     text = text.strip()
+    depth = deepest = 0
+    for c in text:
+        depth += (c == "(") - (c == ")")
+        deepest = max(deepest, depth)
+    if deepest > MAX_NESTING:
+        fail("method_args", f"methods nested at most {MAX_NESTING} deep", repr(text[:80]))
     if not text.endswith(")") or "(" not in text:
         if "(" in text or ")" in text:
             fail("method_args", "a method NAME or NAME(k=v;k=v)", repr(text))

@@ -172,7 +172,10 @@ def create_app(
         status = int(getattr(e, "status_code", 500))
         return JSONResponse({"error": str(getattr(e, "detail", e))}, status_code=status)
 
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # multipart parsing, limits of the form parser
     for status in (404, 405):  # the router's own (Starlette) HTTPExceptions: unknown routes and methods
         app.add_exception_handler(status, _http_error)
 

@@ -81,7 +81,8 @@ class _Loaded:
     cam: Any
     pipeline: Any
     lock: threading.Lock | None  # the hook path (temporary forward hooks) is not re-entrant: one forward at a time
-    producers: dict[tuple[str, Any], Any] = field(default_factory=dict)  # (method, _args_key) -> producer
+    #: (method, _args_key) -> producer, least recently used first; at most MAX_PRODUCERS are kept
+    producers: OrderedDict[tuple[str, Any], Any] = field(default_factory=OrderedDict)
     method_lock: threading.Lock = field(default_factory=threading.Lock)  # map methods run one at a time
 
 
@@ -137,6 +138,23 @@ class ClassMap:
         }
 
 
+#: Map-method producers kept per served model (a ``dilate`` producer holds a copy of the model).
+MAX_PRODUCERS = 8
+
+
+def _refuse_server_paths(method: str, args: Mapping[str, Any]) -> None:
+    """A client may not make the server read its own files: refuse a non-empty path-valued method argument
+    (``ddt fit=FOLDER``), also inside nested ``base`` methods; a calibration file's own arguments are allowed."""
+    from camloc.methods.registry import method_entry
+
+    for p in method_entry(method).params:
+        value = args.get(p.name)
+        if p.server_path and value:
+            fail("method_args", f"no {p.name!r} for {method!r} in the web app (a path on the server)", f"{p.name}=...")
+        if p.kind == "method" and isinstance(value, tuple):
+            _refuse_server_paths(value[0], value[1])
+
+
 def parse_classes(value: str | Sequence[int | str] | None, categories: Sequence[str]) -> list[int] | None:
     """``"3,cat,7"`` or ``[3, "cat"]`` -> class indices (names match case-insensitively); None or "" -> None."""
     if value is None:
@@ -146,18 +164,26 @@ def parse_classes(value: str | Sequence[int | str] | None, categories: Sequence[
     )
     if not items:
         return None
-    by_name = {n.lower(): i for i, n in enumerate(categories)}
+    exact = {n: i for i, n in enumerate(categories)}
+    by_name: dict[str, list[int]] = {}
+    for i, n in enumerate(categories):
+        by_name.setdefault(n.lower(), []).append(i)
     out = []
     for it in items:
-        if isinstance(it, int) or (isinstance(it, str) and it.lstrip("-").isdigit()):
+        if isinstance(it, int) or (isinstance(it, str) and it.lstrip("-").isascii() and it.lstrip("-").isdigit()):
             idx = int(it)
             if not 0 <= idx < len(categories):
                 fail("classes", f"class indices in [0, {len(categories)}) or class names", it)
+        elif str(it) in exact:  # the exact spelling first: 'Cardigan' (the dog) is not 'cardigan' (the sweater)
+            idx = exact[str(it)]
         else:
-            key = str(it).lower()
-            if key not in by_name:
+            found = by_name.get(str(it).lower(), [])
+            if not found:
                 fail("classes", "class indices or names of the model's categories", it)
-            idx = by_name[key]
+            if len(found) > 1:
+                spelled = ", ".join(f"{categories[i]!r} ({i})" for i in found)
+                fail("classes", f"one class; {it!r} matches {spelled}: use the exact spelling or the index", it)
+            idx = found[0]
         out.append(idx)
     return out
 
@@ -397,9 +423,12 @@ class Engine:
         if not isinstance(method, str) or method not in names:
             fail("method", f"one of {list(names)}", method)
         cal = self.calibration
+        from_client = bool(margs)
         if not margs and cal is not None and method == cal.method:
             margs = dict(cal.method_args)
         full = resolve_method(method, margs, names=("method", "method_args"))[1]
+        if from_client:
+            _refuse_server_paths(method, full)
         return margs, _args_key(full)
 
     def _rule(self, method: str, key: tuple[tuple[str, str], ...]) -> Any:
@@ -415,6 +444,10 @@ class Engine:
             producer = m.producers.get((method, key))
             if producer is None:
                 producer = m.producers[(method, key)] = get_method(method, m.model, m.info, **dict(margs))
+                while len(m.producers) > MAX_PRODUCERS:  # clients choose arguments: keep memory bounded
+                    m.producers.popitem(last=False)
+            else:
+                m.producers.move_to_end((method, key))
         return producer
 
     def _overlay(self, item: Any, norm_map: np.ndarray, top: Any) -> str:
