@@ -179,3 +179,10 @@ def test_nesting_depth_is_limited() -> None:
     too_deep = "base=flip(" * MAX_NESTING + "base=cam" + ")" * MAX_NESTING
     with pytest.raises(CamlocValueError, match=f"nested at most {MAX_NESTING} deep"):
         parse_method_spec(f"flip({too_deep})")
+
+
+def test_a_missing_fonts_folder_is_refused(tmp_path: Path, photo: Path, capsys) -> None:
+    argv = ["synthetic", str(tmp_path / "s"), "--kind", "text", "--photos", str(photo.parent)]
+    assert main([*argv, "--fonts", str(tmp_path / "nonexistent")]) == 2
+    assert "`--fonts` must be a folder of .ttf/.otf fonts" in _error(capsys)
+    assert not (tmp_path / "s").exists()

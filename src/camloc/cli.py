@@ -416,6 +416,8 @@ def _synthetic_text(args: argparse.Namespace) -> int:
 
     if args.photos is None:
         raise CamlocError("`--photos` must name a folder of photos for `--kind text` (the words go onto them)")
+    if args.fonts is not None and not Path(args.fonts).is_dir():
+        raise CamlocError(f"`--fonts` must be a folder of .ttf/.otf fonts; got {args.fonts!r} (not a folder)")
     fonts = None if args.fonts is None else find_fonts([args.fonts])
     ds = make_text_dataset(
         args.out, args.photos, train_per_class=args.train_per_class, val_per_class=args.val_per_class,
