@@ -186,3 +186,15 @@ def test_a_missing_fonts_folder_is_refused(tmp_path: Path, photo: Path, capsys) 
     assert main([*argv, "--fonts", str(tmp_path / "nonexistent")]) == 2
     assert "`--fonts` must be a folder of .ttf/.otf fonts" in _error(capsys)
     assert not (tmp_path / "s").exists()
+
+
+def test_a_box_outside_its_declared_image_is_an_annotation_error(tmp_path: Path, photo: Path) -> None:
+    from camloc.data.annotations import read_dataset
+    from camloc.errors import AnnotationError
+
+    csv = tmp_path / "boxes.csv"
+    csv.write_text(f"file,class_idx,w,h,x0,y0,x1,y1\n{photo.name},1,48,40,1,1,49,41\n")  # 1 px over: rounding
+    assert read_dataset(csv).samples[0].boxes.tolist() == [[1, 1, 49, 41]]
+    csv.write_text(f"file,class_idx,w,h,x0,y0,x1,y1\n{photo.name},1,48,40,1,1,441,30\n")
+    with pytest.raises(AnnotationError, match=r"boxes.csv:2: box \(1, 1, 441, 30\) lies outside the 48x40 image"):
+        read_dataset(csv)

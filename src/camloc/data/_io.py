@@ -100,6 +100,16 @@ def check_box(path: Path, line: int | None, box: Sequence[float]) -> tuple[float
     return x0, y0, x1, y1
 
 
+def check_box_in_image(path: Path, line: int | None, box: Sequence[float], size: tuple[int, int]) -> None:
+    """Refuse a box that lies outside its declared ``(w, h)`` image by more than rounding (2 px or 1 % of the
+    side): its IoU would be computed against pixels that do not exist."""
+    w, h = size
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if x1 > w + max(2.0, 0.01 * w) or y1 > h + max(2.0, 0.01 * h):
+        shown = f"({_fmt(x0)}, {_fmt(y0)}, {_fmt(x1)}, {_fmt(y1)})"
+        raise AnnotationError(path, line, f"box {shown} lies outside the {w}x{h} image the row declares")
+
+
 def _fmt(v: float) -> str:
     return str(int(v)) if float(v).is_integer() else repr(v)
 

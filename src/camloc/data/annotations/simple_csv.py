@@ -13,6 +13,7 @@ from camloc.data._io import (
     FileIndex,
     as_path,
     check_box,
+    check_box_in_image,
     check_exists,
     fail,
     find_labels_file,
@@ -168,6 +169,8 @@ def read_csv(
             if b.size is not None and b.size != size:
                 raise AnnotationError(p, line, f"conflicting size {size} for {f!r}; earlier rows say {b.size}")
             b.size = size
+        if b.size is not None and b.boxes:
+            check_box_in_image(p, line, b.boxes[-1], b.size)
         if cell.get("mask"):
             mask = root / cell["mask"]
             if mask not in b.masks:
