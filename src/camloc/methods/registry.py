@@ -286,16 +286,25 @@ def method_entry(name: str, *, option: str = "method") -> MethodEntry:
     return _REGISTRY[name]
 
 
+def _check_nesting(text: str) -> None:
+    """Refuse ``NAME(...)`` specs nested deeper than :data:`MAX_NESTING` (each level runs its base again)."""
+    depth = deepest = 0
+    for c in text:
+        depth += (c == "(") - (c == ")")
+        deepest = max(deepest, depth)
+    if deepest > MAX_NESTING:
+        fail("method_args", f"methods nested at most {MAX_NESTING} deep", repr(text[:80]))
+
+
 def split_args(text: str, *, sep: str = ";") -> list[str]:
     """``text`` split at ``sep`` outside parentheses: ``"a=1;base=x(k=2;j=3)"`` -> ``["a=1", "base=x(k=2;j=3)"]``
     (empty items dropped). Unbalanced parentheses are a ``CamlocValueError`` naming ``method_args``."""
+    _check_nesting(text)
     out: list[str] = []
     depth, start = 0, 0
     for i, c in enumerate(text):
         if c == "(":
             depth += 1
-            if depth > MAX_NESTING:
-                fail("method_args", f"methods nested at most {MAX_NESTING} deep", repr(text[:80]))
         elif c == ")":
             depth -= 1
             if depth < 0:
@@ -314,12 +323,7 @@ def parse_method_spec(text: str) -> str | tuple[str, dict[str, str]]:
     ``("NAME", {"k": "v", ...})`` (values stay strings; nested specs are allowed). The inverse of how
     ``camloc methods`` shows such values."""
     text = text.strip()
-    depth = deepest = 0
-    for c in text:
-        depth += (c == "(") - (c == ")")
-        deepest = max(deepest, depth)
-    if deepest > MAX_NESTING:
-        fail("method_args", f"methods nested at most {MAX_NESTING} deep", repr(text[:80]))
+    _check_nesting(text)
     if not text.endswith(")") or "(" not in text:
         if "(" in text or ")" in text:
             fail("method_args", "a method NAME or NAME(k=v;k=v)", repr(text))
