@@ -294,10 +294,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     def flush(limit: int) -> None:
         while len(pending) > limit:
-            record, fut = pending.pop(0)
-            if fut is not None:
+            record, fut = pending[0]
+            if fut is not None:  # a signal while waiting leaves the record pending: the interrupt path writes it
                 record.update(fut.result())
-            journal.write(record)
+            with rs.critical():  # written and dropped from `pending` together: never lost, never written twice
+                journal.write(record)
+                pending.pop(0)
             if args.json:
                 print(json.dumps(record), flush=True)
 

@@ -128,6 +128,11 @@ def _critical() -> contextlib.AbstractContextManager[None]:
     return _SIGNALS.critical() if _SIGNALS is not None else contextlib.nullcontext()
 
 
+def critical() -> contextlib.AbstractContextManager[None]:
+    """A section that SIGINT / SIGTERM do not interrupt (inside :func:`graceful_signals`; deferred to its end)."""
+    return _critical()
+
+
 def interrupted_exit_code(exc: BaseException) -> int:
     """``128 + signal`` for an interrupt (SIGINT for a plain :class:`KeyboardInterrupt`)."""
     return 128 + (exc.signum if isinstance(exc, RunInterrupted) else int(signal.SIGINT))
