@@ -358,9 +358,10 @@ def test_class_names_exact_spelling_first() -> None:
         parse_classes("\u0661", cats)  # a non-ASCII digit is not an index
 
 
-def test_method_producers_are_bounded_per_model(engine: Engine) -> None:
+def test_method_producers_are_bounded_per_model() -> None:
     from camloc.serve import engine as engine_module
 
+    engine = Engine([ModelSource.parse("lite0")], cache_size=2)  # its own: the shared one's upload cache stays
     x = _png(64, 48, seed=3)
     for k in range(engine_module.MAX_PRODUCERS + 3):
         engine.explain(x, method="affinity", method_args=f"iters={k}", topk=1)
