@@ -681,11 +681,10 @@ class Calibration:
     @classmethod
     def _from_checked_dict(cls, d: dict[str, Any]) -> Calibration:
         cv = d.get("cv_score")
-        for key, kind in (("method_args", dict), ("data", dict), ("baseline", dict), ("image_keys", list)):
+        kinds = (("method_args", dict), ("data", dict), ("baseline", dict), ("image_keys", list), ("candidates", list))
+        for key, kind in kinds:
             if d.get(key) is not None and not isinstance(d[key], kind):
                 fail("calibration", f"a file whose {key!r} is a JSON {kind.__name__}", repr(d[key])[:80])
-        if d.get("candidates") is not None and not isinstance(d["candidates"], list):
-            fail("calibration", "a file whose 'candidates' is a JSON list", repr(d["candidates"])[:80])
         if not isinstance(d["method"], str):
             fail("calibration", "a file whose 'method' is a method name", repr(d["method"])[:80])
         return cls(

@@ -86,8 +86,6 @@ def load_model(
 ) -> tuple[Any, Any]:
     """``(model, info)`` as ``--model/--weights`` or ``--checkpoint`` (which wins) name it, on ``device``, in eval
     mode. Every command (and each Ray actor, :mod:`camloc.ray`) builds its model through this one function."""
-    import torch
-
     from camloc.models.registry import create_model
 
     if checkpoint is not None:
@@ -96,13 +94,20 @@ def load_model(
         net, info = load_checkpoint(checkpoint)
     else:
         net, info = create_model(model, weights=weights)
+    return net.to(check_device(device)).eval(), info
+
+
+def check_device(device: str) -> Any:
+    """``device`` as a ``torch.device``, or the CamlocError a user sees for a bad or unavailable one."""
+    import torch
+
     try:
         dev = torch.device(device)
     except RuntimeError as e:
         raise CamlocError(f"`--device` must be cpu, cuda or cuda:N; got {device!r}") from e
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise CamlocError("`--device` cuda was asked for but no CUDA device is available")
-    return net.to(dev).eval(), info
+    return dev
 
 
 def _safe_name(path: Path, root: Path | None) -> str:
@@ -567,15 +572,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(e.code, file=sys.stderr)
             return 2
         return int(e.code or 0)
-    for name in ("topk", "batch_size", "max_side"):
-        if hasattr(args, name) and getattr(args, name) < 1:
-            print(
-                f"camloc: error: `--{name.replace('_', '-')}` must be >= 1; got {getattr(args, name)}", file=sys.stderr
-            )
-            return 2
-    if hasattr(args, "threshold") and args.threshold is not None and not 0 <= args.threshold <= 1:
-        print(f"camloc: error: `--threshold` must be in [0, 1]; got {args.threshold}", file=sys.stderr)
-        return 2
     problem = _check_common_args(args)
     if problem:
         print(f"camloc: error: {problem}", file=sys.stderr)
@@ -607,15 +603,20 @@ def _one_line(e: BaseException) -> str:
 
 def _check_common_args(args: argparse.Namespace) -> str | None:
     """One message for a bad value of an option shared by several commands (``None`` when all are fine)."""
+    for name in ("topk", "batch_size", "max_side"):
+        if hasattr(args, name) and getattr(args, name) < 1:
+            return f"`--{name.replace('_', '-')}` must be >= 1; got {getattr(args, name)}"
+    if hasattr(args, "threshold") and args.threshold is not None and not 0 <= args.threshold <= 1:
+        return f"`--threshold` must be in [0, 1]; got {args.threshold}"
     workers = getattr(args, "workers", None)
     if isinstance(workers, int) and workers < 0:
         return f"`--workers` must be >= 0; got {workers}"
     device = getattr(args, "device", None)
-    if isinstance(device, str) and device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            return f"`--device` {device} was asked for but no CUDA device is available"
+    if isinstance(device, str) and device.startswith("cuda"):  # not "auto" (train's), and no torch import for cpu
+        try:
+            check_device(device)
+        except CamlocError as e:
+            return str(e)
     for name in ("out", "cache"):
         path = getattr(args, name, None)
         if isinstance(path, (str, Path)):

@@ -420,11 +420,7 @@ class ResultJournal:
         self.close()
         if self._state is not None or self.results.lines + self.results.pending or self.failures:
             return False
-        for p in (self.state_path, self.results.path, self.fails.path):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(p)
-        with contextlib.suppress(OSError):
-            self.out.rmdir()  # only if empty: a folder that held other files stays
+        _remove_run(self.out, (self.state_path, self.results.path, self.fails.path))
         return True
 
 
@@ -528,12 +524,17 @@ class EvalCheckpoint:
         self.close()
         if not self._fresh or self._batches or self._written:
             return False
-        for p in (self.path, self.journal.path):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(p)
-        with contextlib.suppress(OSError):
-            self.out.rmdir()
+        _remove_run(self.out, (self.path, self.journal.path))
         return True
+
+
+def _remove_run(out: Path, files: Sequence[Path]) -> None:
+    """Delete a failed fresh run's own ``files``, then ``out`` if that left it empty (the user's files stay)."""
+    for p in files:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(p)
+    with contextlib.suppress(OSError):
+        out.rmdir()
 
 
 def completed_run(manifest: Path, command: str, options: dict[str, Any], keys: Sequence[str]) -> dict[str, Any] | None:

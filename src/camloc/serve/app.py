@@ -174,8 +174,8 @@ def create_app(
 
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
-    app.add_exception_handler(HTTPException, _http_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)  # multipart parsing, limits of the form parser
+    # FastAPI's HTTPException (and _TooLarge) subclass Starlette's, which the form parser raises: one handler for all
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     for status in (404, 405):  # the router's own (Starlette) HTTPExceptions: unknown routes and methods
         app.add_exception_handler(status, _http_error)
 
